@@ -1,0 +1,3 @@
+from imdb_mlops.cli import app
+
+app()

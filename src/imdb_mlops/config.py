@@ -1,0 +1,244 @@
+"""The one validated config model for ``params.yaml``.
+
+Every stage loads the whole file through :func:`load_params`, so a typo'd key, a string where
+a number belongs or an out-of-range value anywhere stops the pipeline before any work starts,
+with one line naming the key path, e.g. ``params.yaml: train.learning_rate: must be > 0 (got -1)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from imdb_mlops.errors import ParamsError
+
+DEFAULT_PARAMS_PATH = Path("params.yaml")
+
+
+class _Section(BaseModel):
+    # strict: no silent "10" -> 10 or 1 -> True coercions; unknown keys are errors.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class HubConfig(_Section):
+    """Access to the Hugging Face hub (used only when a source or model is a hub id)."""
+
+    timeout_s: float = Field(10.0, gt=0, le=300)
+
+
+class MaxSamplesConfig(_Section):
+    """Per-split caps for quick runs; rows are drawn stratified by label with the seed."""
+
+    train: int | None = Field(None, ge=2)
+    validation: int | None = Field(None, ge=2)
+    test: int | None = Field(None, ge=2)
+
+
+class DataConfig(_Section):
+    """Ingest stage: where reviews come from and how they are checked and split."""
+
+    source: str = Field("stanfordnlp/imdb", min_length=1)
+    format: Literal["auto", "hub", "parquet_dir", "aclimdb", "table"] = "auto"
+    text_column: str = Field("text", min_length=1)
+    label_column: str = Field("label", min_length=1)
+    # Raw label value (as written in the file) -> 0 (negative) or 1 (positive).
+    label_map: dict[str, int] | None = None
+    # Share held out as test when the source has a single table (CSV/parquet file).
+    test_size: float = Field(0.5, gt=0, lt=1)
+    validation_size: float = Field(0.1, gt=0, lt=1)
+    max_samples: MaxSamplesConfig = MaxSamplesConfig()
+    clean_html: bool = True
+    drop_duplicates: bool = True
+    drop_leakage: bool = True
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _keys_as_strings(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): v for k, v in value.items()}
+        return value
+
+    @field_validator("label_map")
+    @classmethod
+    def _binary_targets(cls, value: dict[str, int] | None) -> dict[str, int] | None:
+        if value is not None:
+            bad = {k: v for k, v in value.items() if v not in (0, 1)}
+            if bad:
+                raise ValueError(f"values must be 0 or 1 (got {bad})")
+        return value
+
+
+class ModelConfig(_Section):
+    """The classifier checkpoint: a hub id or a local folder, loaded by the same call."""
+
+    name: str = Field("distilbert-base-uncased", min_length=1)
+
+
+class TokenizeConfig(_Section):
+    """Tokenize stage. No padding here: batches are padded dynamically at training time."""
+
+    max_length: int = Field(512, ge=8, le=8192)
+    # head: keep the first max_length tokens; head_tail: keep head_tokens from the start and
+    # the rest from the end (long IMDB reviews often state the verdict last).
+    truncation: Literal["head", "head_tail"] = "head_tail"
+    head_tokens: int = Field(128, ge=0)
+    num_proc: int = Field(1, ge=1, le=64)
+    batch_size: int = Field(1000, ge=1)
+
+    @model_validator(mode="after")
+    def _head_fits(self) -> TokenizeConfig:
+        if self.truncation == "head_tail" and self.head_tokens >= self.max_length - 2:
+            raise ValueError(
+                f"head_tokens: must be < max_length - 2 = {self.max_length - 2} "
+                f"(got {self.head_tokens})"
+            )
+        return self
+
+
+class TrainConfig(_Section):
+    """Fine-tuning hyper-parameters (Hugging Face Trainer names)."""
+
+    epochs: float = Field(3.0, gt=0)
+    learning_rate: float = Field(5e-5, gt=0, lt=1)
+    per_device_train_batch_size: int = Field(16, ge=1)
+    per_device_eval_batch_size: int = Field(64, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    max_steps: int = Field(-1, ge=-1)
+
+
+class Params(_Section):
+    """The whole of params.yaml."""
+
+    seed: int = Field(42, ge=0)
+    hub: HubConfig = HubConfig()
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    tokenize: TokenizeConfig = TokenizeConfig()
+    train: TrainConfig = TrainConfig()
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys -> values, e.g. ``{"train.learning_rate": 5e-05}`` (for MLflow)."""
+        return flatten(self.model_dump())
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
+            flat.update(flatten(value, f"{path}."))
+        else:
+            flat[path] = value
+    return flat
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader that reads ``5e-5`` as a float (YAML 1.2), not as the string '5e-5'."""
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ParamsError(f"{path}:{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+
+
+def load_params(path: Path | str = DEFAULT_PARAMS_PATH) -> Params:
+    """Read and validate params.yaml; raise :class:`ParamsError` with a one-line message."""
+    path = Path(path)
+    tree = read_yaml(path)
+    if tree is None:
+        tree = {}
+    if not isinstance(tree, dict):
+        raise ParamsError(f"{path}: must be a mapping of sections, got {type(tree).__name__}")
+    return validate_params(tree, source=str(path))
+
+
+def validate_params(tree: dict[str, Any], source: str = "params") -> Params:
+    try:
+        return Params.model_validate(tree)
+    except ValidationError as exc:
+        problems = [_describe(err, tree) for err in exc.errors()]
+        raise ParamsError(f"{source}: " + "; ".join(problems)) from None
+
+
+_TYPE_NAMES = {
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+}
+
+
+def _describe(err: dict[str, Any], tree: dict[str, Any]) -> str:
+    loc = [str(part) for part in err["loc"]]
+    kind = err["type"]
+    ctx = err.get("ctx", {})
+    given = err.get("input")
+    if kind == "value_error" and str(ctx.get("error", "")).split(":")[0].isidentifier():
+        # model validators name their own field: "head_tokens: must be ..."
+        field, _, message = str(ctx["error"]).partition(": ")
+        if field in _known_keys(loc):
+            return f"{'.'.join([*loc, field])}: {message}"
+    path = ".".join(loc) if loc else "(top level)"
+    if kind == "extra_forbidden":
+        known = _known_keys(loc[:-1])
+        hint = difflib.get_close_matches(loc[-1], known, n=1)
+        suggestion = f" (did you mean '{'.'.join([*loc[:-1], hint[0]])}'?)" if hint else ""
+        return f"{path}: unknown key{suggestion}"
+    if kind in _TYPE_NAMES:
+        return f"{path}: must be {_TYPE_NAMES[kind]} (got {given!r})"
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    if kind in bounds:
+        limit = next(iter(ctx.values()))
+        return f"{path}: must be {bounds[kind]} {limit} (got {given!r})"
+    if kind == "literal_error":
+        return f"{path}: must be one of {ctx.get('expected')} (got {given!r})"
+    if kind == "string_too_short":
+        return f"{path}: must not be empty"
+    if kind == "value_error":
+        return f"{path}: {ctx.get('error')}"
+    return f"{path}: {err['msg']} (got {given!r})"
+
+
+def _known_keys(loc: list[str]) -> list[str]:
+    model: type[BaseModel] = Params
+    for part in loc:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)

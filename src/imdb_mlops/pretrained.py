@@ -1,0 +1,54 @@
+"""Loading pretrained tokenizers (and later models) from a hub id or a local folder.
+
+One call path for both: ``from_pretrained(<hub id or folder>)``, with ``trust_remote_code`` off.
+A hub id is probed first so that an unreachable hub fails within ``hub.timeout_s`` seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from imdb_mlops.config import HubConfig
+from imdb_mlops.errors import PipelineError
+from imdb_mlops.hub import ensure_hub_reachable, local_path
+
+
+def resolve_pretrained(name: str, hub: HubConfig, key: str = "model.name") -> str:
+    """The argument for ``from_pretrained``: a checked local folder, or a reachable hub id."""
+    path = local_path(name, key)
+    if path is None:
+        ensure_hub_reachable(key, name, hub.timeout_s)
+        return name
+    if not path.is_dir():
+        raise PipelineError(f"{key}: '{name}' is a file; expected a checkpoint folder or a hub id")
+    return str(path)
+
+
+def load_tokenizer(name: str, hub: HubConfig, key: str = "model.name") -> Any:
+    """A fast tokenizer for ``name``; a clear error when the folder has none."""
+    from transformers import AutoTokenizer
+
+    source = resolve_pretrained(name, hub, key)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True, trust_remote_code=False)
+    except (OSError, ValueError, TypeError) as exc:
+        if Path(source).is_dir():
+            raise PipelineError(
+                f"{key}: '{name}' has no usable tokenizer (tokenizer.json or vocab.txt with "
+                f"tokenizer_config.json expected): {str(exc).splitlines()[0][:200]}"
+            ) from None
+        raise PipelineError(f"{key}: could not load tokenizer '{name}': {str(exc).splitlines()[0][:200]}") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise PipelineError(f"{key}: '{name}' has only a slow (Python) tokenizer; a fast tokenizer is required")
+    return tokenizer
+
+
+def load_config(name: str, hub: HubConfig, key: str = "model.name") -> Any:
+    from transformers import AutoConfig
+
+    source = resolve_pretrained(name, hub, key)
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise PipelineError(f"{key}: '{name}' has no usable config.json: {str(exc).splitlines()[0][:200]}") from None
