@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from imdb_mlops.errors import ParamsError
 
@@ -83,21 +83,13 @@ class TokenizeConfig(_Section):
     """Tokenize stage. No padding here: batches are padded dynamically at training time."""
 
     max_length: int = Field(512, ge=8, le=8192)
-    # head: keep the first max_length tokens; head_tail: keep head_tokens from the start and
-    # the rest from the end (long IMDB reviews often state the verdict last).
+    # head: keep the first max_length tokens; head_tail: keep head_share of the budget from the
+    # start and the rest from the end (long IMDB reviews often state the verdict last;
+    # 0.25 at 512 is the 128 + 382 split of Sun et al., 2019).
     truncation: Literal["head", "head_tail"] = "head_tail"
-    head_tokens: int = Field(128, ge=0)
+    head_share: float = Field(0.25, ge=0, lt=1)
     num_proc: int = Field(1, ge=1, le=64)
     batch_size: int = Field(1000, ge=1)
-
-    @model_validator(mode="after")
-    def _head_fits(self) -> TokenizeConfig:
-        if self.truncation == "head_tail" and self.head_tokens >= self.max_length - 2:
-            raise ValueError(
-                f"head_tokens: must be < max_length - 2 = {self.max_length - 2} "
-                f"(got {self.head_tokens})"
-            )
-        return self
 
 
 class TrainConfig(_Section):
@@ -207,11 +199,6 @@ def _describe(err: dict[str, Any], tree: dict[str, Any]) -> str:
     kind = err["type"]
     ctx = err.get("ctx", {})
     given = err.get("input")
-    if kind == "value_error" and str(ctx.get("error", "")).split(":")[0].isidentifier():
-        # model validators name their own field: "head_tokens: must be ..."
-        field, _, message = str(ctx["error"]).partition(": ")
-        if field in _known_keys(loc):
-            return f"{'.'.join([*loc, field])}: {message}"
     path = ".".join(loc) if loc else "(top level)"
     if kind == "extra_forbidden":
         known = _known_keys(loc[:-1])

@@ -136,10 +136,14 @@ def _map_labels(frame: pd.DataFrame, data: DataConfig) -> pd.Series:
         more = int(bad.sum()) - 1
         hint = "not in data.label_map" if data.label_map is not None else "set data.label_map to map labels to 0/1"
         raise PipelineError(
-            f"{frame['origin'].iloc[first]}: label {raw.iloc[first]!r} is not 0 or 1 ({hint})"
+            f"{frame['origin'].iloc[first]}: label {_shown(raw.iloc[first])} is not 0 or 1 ({hint})"
             + (f"; {more} more rows like it" if more else "")
         )
     return mapped.astype("int64")
+
+
+def _shown(value: Any) -> str:
+    return repr(value.item() if hasattr(value, "item") else value)
 
 
 def _label_key(value: Any) -> str:

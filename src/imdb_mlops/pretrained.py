@@ -14,6 +14,9 @@ from imdb_mlops.errors import PipelineError
 from imdb_mlops.hub import ensure_hub_reachable, local_path
 
 
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model")
+
+
 def resolve_pretrained(name: str, hub: HubConfig, key: str = "model.name") -> str:
     """The argument for ``from_pretrained``: a checked local folder, or a reachable hub id."""
     path = local_path(name, key)
@@ -30,6 +33,12 @@ def load_tokenizer(name: str, hub: HubConfig, key: str = "model.name") -> Any:
     from transformers import AutoTokenizer
 
     source = resolve_pretrained(name, hub, key)
+    if Path(source).is_dir() and not any((Path(source) / f).exists() for f in TOKENIZER_FILES):
+        # transformers 5 would build an empty-vocabulary tokenizer from config.json alone.
+        raise PipelineError(
+            f"{key}: '{name}' has no tokenizer files (one of {', '.join(TOKENIZER_FILES)}); "
+            "save the tokenizer next to the model (tokenizer.save_pretrained)"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True, trust_remote_code=False)
     except (OSError, ValueError, TypeError) as exc:

@@ -146,7 +146,7 @@ def read_table(path: Path, data: DataConfig) -> pd.DataFrame:
             encoding="utf-8",
             encoding_errors="surrogateescape",
             keep_default_na=False,
-            dtype={data.text_column: str},
+            dtype={data.text_column: object},  # str dtype cannot hold the escapes
         )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         raise PipelineError(f"{path}: not a readable CSV file ({_first_line(exc)})") from None

