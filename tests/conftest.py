@@ -82,6 +82,10 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **env: str) -> subprocess
 
 @pytest.fixture
 def project_copy(tmp_path: Path) -> Path:
+    return make_project_copy(tmp_path)
+
+
+def make_project_copy(tmp_path: Path) -> Path:
     """A fresh git + DVC checkout of this repository's tracked files, with its own DVC remote."""
     dest = tmp_path / "project"
     files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)

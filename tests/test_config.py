@@ -48,7 +48,7 @@ def test_yaml_exponent_floats_are_numbers(tmp_path):
         ("tokenize:\n  max_length: '256'\n", "tokenize.max_length: must be an integer (got '256')"),
         ("data:\n  clean_html: 1\n", "data.clean_html: must be true or false"),
         ("tokenize:\n  truncation: middle\n", "tokenize.truncation: must be one of 'head' or 'head_tail' (got 'middle')"),
-        ("tokenize:\n  head_share: 1.5\n", "tokenize.head_share: must be < 1.0 (got 1.5)"),
+        ("tokenize:\n  head_share: 1.5\n", "tokenize.head_share: must be < 1 (got 1.5)"),
         ("data:\n  label_map: {neg: 0, pos: 2}\n", "data.label_map: values must be 0 or 1"),
         ("data:\n  max_samples:\n    train: 0\n", "data.max_samples.train: must be >= 2"),
         ("trian:\n  epochs: 1\n", "trian: unknown key (did you mean 'train'?)"),

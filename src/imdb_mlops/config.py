@@ -210,6 +210,7 @@ def _describe(err: dict[str, Any], tree: dict[str, Any]) -> str:
     bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
     if kind in bounds:
         limit = next(iter(ctx.values()))
+        limit = int(limit) if isinstance(limit, float) and limit.is_integer() else limit
         return f"{path}: must be {bounds[kind]} {limit} (got {given!r})"
     if kind == "literal_error":
         return f"{path}: must be one of {ctx.get('expected')} (got {given!r})"
