@@ -66,3 +66,11 @@ def ensure_hub_reachable(key: str, repo_id: str, timeout_s: float) -> None:
             f"{key}: cannot reach the Hugging Face hub at {endpoint} to load '{repo_id}' "
             f"({reason}); {OFFLINE_HINT}"
         ) from None
+
+
+def short_name(name: str, width: int = 40) -> str:
+    """``name`` for tables and messages: long local paths keep only their last parts."""
+    if len(name) <= width:
+        return name
+    parts = Path(name).parts
+    return "…/" + "/".join(parts[-2:]) if len(parts) > 2 else name

@@ -28,6 +28,7 @@ from rich.table import Table
 
 from imdb_mlops.config import Params, TokenizeConfig
 from imdb_mlops.errors import PipelineError
+from imdb_mlops.hub import short_name
 from imdb_mlops.estimate import cpu_training_seconds, human_duration
 from imdb_mlops.ingest import SPLITS
 from imdb_mlops.outputs import atomic_outputs, write_json
@@ -185,7 +186,7 @@ def _report(encoded: DatasetDict, cfg: TokenizeConfig, model_name: str) -> dict[
 
 
 def _print_summary(report: dict[str, Any]) -> None:
-    table = Table(title=f"Token lengths ({report['model_name']}, max_length {report['max_length']})")
+    table = Table(title=f"Token lengths ({short_name(report['model_name'])}, max_length {report['max_length']})")
     for column in ("split", "rows", "p50", "p95", "max", "truncated"):
         table.add_column(column, justify="left" if column == "split" else "right")
     for split in SPLITS:
@@ -223,7 +224,7 @@ def _print_training_estimate(params: Params, report: dict[str, Any]) -> None:
         hidden_size=model_config.hidden_size,
     )
     console.print(
-        f"[bold]No GPU:[/] training {params.model.name} on {int(samples):,} review passes "
+        f"[bold]No GPU:[/] training {short_name(params.model.name)} on {int(samples):,} review passes "
         f"(~{train['mean_tokens_kept']:.0f} tokens each) on {os.cpu_count()} CPU cores will take roughly "
         f"{human_duration(seconds)}. For a quick CPU run see README, 'Quick CPU profile'."
     )
