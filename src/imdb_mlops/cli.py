@@ -74,6 +74,38 @@ def tokenize(
     run(load_params(params), raw, out, report)
 
 
+@app.command()
+@handles_errors
+def train(
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    tokenized: Annotated[Path, typer.Option(help="Tokenized datasets.")] = Path("data/tokenized"),
+    raw: Annotated[Path, typer.Option(help="Ingested splits (for the MLflow dataset inputs).")] = Path("data/raw"),
+    model_dir: Annotated[Path, typer.Option("--model-dir", help="Where the trained model goes.")] = Path(
+        "models/classifier"
+    ),
+    reports: Annotated[Path, typer.Option(help="Folder for run file, metrics, history and plots.")] = Path("reports"),
+) -> None:
+    """Fine-tune model.name on the tokenized reviews; track the run in MLflow."""
+    from imdb_mlops.train import train as run
+
+    run(load_params(params), tokenized, raw, model_dir, reports)
+
+
+@app.command()
+@handles_errors
+def evaluate(
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    model_dir: Annotated[Path, typer.Option("--model-dir", help="The trained model.")] = Path("models/classifier"),
+    tokenized: Annotated[Path, typer.Option(help="Tokenized datasets.")] = Path("data/tokenized"),
+    raw: Annotated[Path, typer.Option(help="Ingested splits (review texts for the mistakes file).")] = Path("data/raw"),
+    reports: Annotated[Path, typer.Option(help="Folder for metrics, plots, figures and mistakes.")] = Path("reports"),
+) -> None:
+    """Score the trained model on the test split; write DVC metrics and plots; log to MLflow."""
+    from imdb_mlops.evaluation import evaluate_model
+
+    evaluate_model(load_params(params), model_dir, tokenized, raw, reports)
+
+
 @app.command("check-params")
 @handles_errors
 def check_params(params: ParamsOption = DEFAULT_PARAMS_PATH) -> None:

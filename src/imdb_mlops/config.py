@@ -93,7 +93,7 @@ class TokenizeConfig(_Section):
 
 
 class TrainConfig(_Section):
-    """Fine-tuning hyper-parameters (Hugging Face Trainer names)."""
+    """Fine-tuning with the Hugging Face Trainer (names follow TrainingArguments)."""
 
     epochs: float = Field(3.0, gt=0)
     learning_rate: float = Field(5e-5, gt=0, lt=1)
@@ -102,7 +102,54 @@ class TrainConfig(_Section):
     gradient_accumulation_steps: int = Field(1, ge=1)
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    lr_scheduler_type: Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant_with_warmup"] = (
+        "linear"
+    )
+    max_grad_norm: float = Field(1.0, gt=0)
+    # > 0 caps optimizer steps (quick runs); -1 trains for `epochs`.
     max_steps: int = Field(-1, ge=-1)
+    # Validation (and a checkpoint: best-model selection needs one per evaluation) every epoch,
+    # or every eval_steps optimizer steps.
+    eval_strategy: Literal["epoch", "steps"] = "epoch"
+    eval_steps: int = Field(500, ge=1)
+    save_total_limit: int = Field(2, ge=1)
+    metric_for_best_model: Literal["accuracy", "f1", "roc_auc", "loss"] = "f1"
+    # Evaluations without improvement before stopping; 0 turns early stopping off.
+    early_stopping_patience: int = Field(2, ge=0)
+    logging_steps: int = Field(50, ge=1)
+    # auto: bf16 on a GPU that supports it, else fp16 on a GPU, fp32 on CPU.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    group_by_length: bool = True
+    dataloader_num_workers: int = Field(0, ge=0)
+    # Delete the resumable checkpoints once the model is saved.
+    delete_checkpoints: bool = True
+
+
+class TrackingConfig(_Section):
+    """MLflow: the URI comes from MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the project."""
+
+    experiment: str = Field("imdb-sentiment", min_length=1)
+    timeout_s: float = Field(5.0, gt=0, le=120)
+    system_metrics: bool = True
+
+
+class EvaluateConfig(_Section):
+    """Evaluate stage: test-set metrics, intervals, slices, plots and mistakes."""
+
+    batch_size: int = Field(64, ge=1)
+    bootstrap_samples: int = Field(1000, ge=100)
+    confidence_level: float = Field(0.95, gt=0.5, lt=1)
+    # Upper edges (tokens before truncation) of the review-length slices.
+    length_buckets: list[int] = Field(default_factory=lambda: [128, 256, 512])
+    calibration_bins: int = Field(10, ge=2, le=100)
+    top_errors: int = Field(20, ge=0)
+
+    @field_validator("length_buckets")
+    @classmethod
+    def _increasing(cls, value: list[int]) -> list[int]:
+        if not value or any(b <= a for a, b in zip(value, value[1:], strict=False)) or value[0] <= 0:
+            raise ValueError(f"must be increasing positive token counts (got {value})")
+        return value
 
 
 class Params(_Section):
@@ -114,6 +161,8 @@ class Params(_Section):
     model: ModelConfig = ModelConfig()
     tokenize: TokenizeConfig = TokenizeConfig()
     train: TrainConfig = TrainConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     def flat(self) -> dict[str, Any]:
         """Dotted keys -> values, e.g. ``{"train.learning_rate": 5e-05}`` (for MLflow)."""
