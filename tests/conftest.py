@@ -101,3 +101,24 @@ def make_project_copy(tmp_path: Path) -> Path:
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-qm", "copy"], dest)
     return dest
+
+
+def save_tiny_distilbert(folder: Path, tokenizer_dir: Path, classifier_labels: int | None = None, **config) -> Path:
+    """A tiny DistilBERT built from a config, saved like a real checkpoint (with a tokenizer)."""
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification, DistilBertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    settings = {"vocab_size": len(tokenizer), "dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64}
+    settings.update(config)
+    if classifier_labels:
+        model = DistilBertForSequenceClassification(DistilBertConfig(num_labels=classifier_labels, **settings))
+    else:
+        model = DistilBertModel(DistilBertConfig(**settings))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_distilbert(tmp_path_factory, minilm_path) -> Path:
+    return save_tiny_distilbert(tmp_path_factory.mktemp("models") / "tiny-distilbert", minilm_path)

@@ -304,13 +304,20 @@ def run_key(params: Params, tokenized_dir: Path) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def _last_checkpoint(folder: Path) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
+CHECKPOINT_FILES = ("trainer_state.json", "model.safetensors", "optimizer.pt", "scheduler.pt")
 
+
+def _last_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint; one cut short by a kill is removed and skipped."""
     if not folder.is_dir():
         return None
-    last = get_last_checkpoint(str(folder))
-    return Path(last) if last else None
+    checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda p: _step_of(p.name) or -1, reverse=True)
+    for checkpoint in checkpoints:
+        if all((checkpoint / name).exists() for name in CHECKPOINT_FILES):
+            return checkpoint
+        console.print(f"[yellow]Removing incomplete checkpoint[/] {checkpoint}")
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    return None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -321,7 +328,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _step_of(checkpoint: str | None) -> int | None:
-    return int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else None
+    tail = checkpoint.rsplit("-", 1)[-1] if checkpoint else ""
+    return int(tail) if tail.isdigit() else None
 
 
 # --- tracking ----------------------------------------------------------------------------
