@@ -1,8 +1,10 @@
-"""`dvc repro` of ingest -> tokenize in a fresh copy of the repository, with a real DVC remote."""
+"""`dvc repro` of ingest -> tokenize -> train -> evaluate in a fresh copy of the repository, with a
+real DVC remote and the project's embedded MLflow store, on a tiny DistilBERT built from a config."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -37,40 +39,95 @@ def digests(*folders: Path) -> dict[str, str]:
     }
 
 
+STAGES = ("ingest", "tokenize", "train", "evaluate")
+FAST_METRICS = {"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1", "MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING": "1"}
+
+
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, minilm_path) -> Path:
+def built(tmp_path_factory, tiny_distilbert) -> Path:
     tmp = tmp_path_factory.mktemp("dvc")
     project = make_project_copy(tmp)
     source = write_hub_layout(tmp / "imdb")
-    set_params(project, **{"data.source": str(source), "model.name": str(minilm_path), "tokenize.max_length": 64})
-    proc = run(["dvc", "repro"], project)
-    assert "Running stage 'ingest'" in proc.stdout and "Running stage 'tokenize'" in proc.stdout
+    set_params(
+        project,
+        **{
+            "data.source": str(source),
+            "model.name": str(tiny_distilbert),
+            "tokenize.max_length": 64,
+            "train.max_steps": 8,
+            "train.eval_strategy": "steps",
+            "train.eval_steps": 4,
+            "train.logging_steps": 2,
+            "train.learning_rate": 1e-3,
+            "evaluate.bootstrap_samples": 200,
+        },
+    )
+    run(["git", "commit", "-qam", "tiny params"], project)
+    proc = run(["dvc", "repro"], project, **FAST_METRICS)
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in proc.stdout
     return project
 
 
-def test_repro_writes_both_stages_and_locks_them(built):
+def test_repro_writes_every_stage_and_locks_them(built):
     for split in ("train", "validation", "test"):
         assert (built / "data" / "raw" / f"{split}.parquet").is_file()
         assert (built / "data" / "tokenized" / split / "dataset_info.json").is_file()
+    assert (built / "models" / "classifier" / "model.safetensors").is_file()
     lock = yaml.safe_load((built / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"ingest", "tokenize"}
+    assert set(lock["stages"]) == set(STAGES)
     assert lock["stages"]["tokenize"]["params"]["params.yaml"]["tokenize"]["max_length"] == 64
     ignored = (built / "data" / ".gitignore").read_text().split()
     assert {"/raw", "/tokenized"} <= set(ignored)
     metrics = run(["dvc", "metrics", "show", "--json"], built).stdout
-    assert "positive_share" in metrics and "truncated_share" in metrics
+    for key in ("positive_share", "truncated_share", "train_samples_per_second", "roc_auc", "ece"):
+        assert key in metrics
+    errors = (built / "reports" / "errors.jsonl").read_text().splitlines()
+    assert 0 < len(errors) <= 20 and "text" in json.loads(errors[0])
+
+
+def test_plots_render_to_one_html_page(built):
+    run(["dvc", "plots", "show", "-o", "plots-html"], built)
+    page = (built / "plots-html" / "index.html").read_text()
+    for title in ("Training loss", "Confusion matrix", "ROC", "Precision-recall", "Calibration", "training_curves.png"):
+        assert title in page
+
+
+def test_mlflow_run_holds_params_metrics_tags_and_datasets(built):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{built / 'mlflow.db'}")
+    run_id = json.loads((built / "reports" / "train_run.json").read_text())["run_id"]
+    run_ = client.get_run(run_id)
+    params, metrics, tags = run_.data.params, run_.data.metrics, run_.data.tags
+    assert params["train.learning_rate"] == "0.001" and params["model.name"] == yaml.safe_load((built / "params.yaml").read_text())["model"]["name"]
+    assert params["data.max_samples.train"] == "null" and "tokenize.max_length" in params
+    assert len(client.get_metric_history(run_id, "loss")) >= 4
+    for key in ("learning_rate", "grad_norm", "eval_accuracy", "eval_f1", "final_val_accuracy", "test_accuracy", "test_roc_auc", "test_accuracy_ci_low"):
+        assert key in metrics, key
+    assert any(key.startswith("system/") for key in metrics)
+    head = run(["git", "rev-parse", "HEAD"], built).stdout.strip()
+    assert tags["mlflow.source.git.commit"] == head
+    lock = yaml.safe_load((built / "dvc.lock").read_text())
+    tokenized_md5 = next(o["md5"] for o in lock["stages"]["tokenize"]["outs"] if o["path"] == "data/tokenized")
+    assert tags["dvc.data/tokenized.md5"] == tokenized_md5
+    inputs = {d.dataset.name: d for d in run_.inputs.dataset_inputs}
+    assert set(inputs) == {"imdb-train", "imdb-validation", "imdb-test"}
+    assert all(d.dataset.digest and "imdb" in d.dataset.source for d in inputs.values())
+    artifacts = {a.path for a in client.list_artifacts(run_id, "figures/evaluation")}
+    assert "figures/evaluation/confusion_matrix.png" in artifacts
 
 
 def test_up_to_date_pipeline_skips_every_stage(built):
     proc = run(["dvc", "repro"], built)
-    assert "Stage 'ingest' didn't change, skipping" in proc.stdout
-    assert "Stage 'tokenize' didn't change, skipping" in proc.stdout
+    for stage in STAGES:
+        assert f"Stage '{stage}' didn't change, skipping" in proc.stdout
     assert "Running stage" not in proc.stdout
     assert "up to date" in run(["dvc", "status"], built).stdout
 
 
 def test_push_delete_pull_restores_identical_files(built):
-    outputs = [built / "data" / "raw", built / "data" / "tokenized"]
+    outputs = [built / "data" / "raw", built / "data" / "tokenized", built / "models" / "classifier"]
     before = digests(*outputs)
     run(["dvc", "push"], built)
     for folder in outputs:
@@ -80,13 +137,23 @@ def test_push_delete_pull_restores_identical_files(built):
     assert digests(*outputs) == before
 
 
-def test_changing_a_tokenize_param_reruns_tokenize_only(built):
+def test_changing_an_evaluate_param_reruns_evaluate_only(built):
+    set_params(built, **{"evaluate.top_errors": 3})
+    proc = run(["dvc", "repro"], built)
+    for stage in ("ingest", "tokenize", "train"):
+        assert f"Stage '{stage}' didn't change, skipping" in proc.stdout
+    assert "Running stage 'evaluate'" in proc.stdout
+    assert len((built / "reports" / "errors.jsonl").read_text().splitlines()) <= 3
+
+
+def test_changing_a_tokenize_param_reruns_from_tokenize_on(built):
     raw_before = digests(built / "data" / "raw")
     set_params(built, **{"tokenize.max_length": 32})
     proc = run(["dvc", "repro"], built)
     assert "Stage 'ingest' didn't change, skipping" in proc.stdout
-    assert "Running stage 'tokenize'" in proc.stdout
     assert "Running stage 'ingest'" not in proc.stdout
+    for stage in ("tokenize", "train", "evaluate"):
+        assert f"Running stage '{stage}'" in proc.stdout
     assert digests(built / "data" / "raw") == raw_before
 
 

@@ -120,6 +120,9 @@ class TrainConfig(_Section):
     # auto: bf16 on a GPU that supports it, else fp16 on a GPU, fp32 on CPU.
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     group_by_length: bool = True
+    # Dropout on attention weights; null keeps the checkpoint's. 0 lets SDPA use its fused
+    # kernels, about a third faster per step on CPU at 256 tokens.
+    attention_dropout: float | None = Field(None, ge=0, lt=1)
     dataloader_num_workers: int = Field(0, ge=0)
     # Delete the resumable checkpoints once the model is saved.
     delete_checkpoints: bool = True

@@ -61,7 +61,7 @@ def train(
     tokenizer, model_source = _load_tokenizer_checked(params, tokenized_dir)
     tokenized = load_from_disk(str(tokenized_dir))
     transformers.set_seed(params.seed)  # before the classification head is initialised
-    model = load_classifier(model_source, params.model.name, len(tokenizer))
+    model = load_classifier(model_source, params.model.name, len(tokenizer), cfg.attention_dropout)
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     precision = choose_precision(cfg.precision, device)
@@ -166,7 +166,7 @@ def _load_tokenizer_checked(params: Params, tokenized_dir: Path) -> tuple[Any, s
     return tokenizer, source
 
 
-def load_classifier(source: str, name: str, vocab_size: int) -> Any:
+def load_classifier(source: str, name: str, vocab_size: int, attention_dropout: float | None = None) -> Any:
     """A 2-label classifier with labels named negative/positive; clear errors for bad folders."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
@@ -183,6 +183,10 @@ def load_classifier(source: str, name: str, vocab_size: int) -> Any:
             f"({', '.join(map(str, config.id2label.values()))}); this pipeline trains 2 (negative, positive). "
             "Start from its base checkpoint instead"
         )
+    if attention_dropout is not None:
+        for attribute in ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop"):
+            if hasattr(config, attribute):
+                setattr(config, attribute, attention_dropout)
     config.num_labels = 2
     config.id2label = dict(LABELS)
     config.label2id = {v: k for k, v in LABELS.items()}
