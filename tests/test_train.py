@@ -34,7 +34,7 @@ TINY_TRAIN = {
 }
 
 
-def make_params(model: Path, source: Path, **train) -> Params:
+def make_params(model: Path | str, source: Path, **train) -> Params:
     tree = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     tree["data"]["source"] = str(source)
     tree["model"]["name"] = str(model)
@@ -117,7 +117,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(workdir, minilm_path):
     summary = json.loads((workdir / "reports" / "train_metrics.json").read_text())
     assert summary["resumed"] is True and summary["global_step"] == 120
     assert json.loads((workdir / "reports" / "train_run.json").read_text())["run_id"] == killed_run
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
     run = client.get_run(killed_run)
     assert run.info.status == "FINISHED" and "resumed_from" in run.data.tags
     steps = [m.step for m in client.get_metric_history(killed_run, "loss")]
@@ -145,7 +145,7 @@ def test_bf16_on_cpu_is_refused(workdir, tiny_distilbert):
 def test_bad_checkpoints_are_clear_errors(workdir, minilm_path, case):
     folder = workdir / "ckpt"
     if case == "missing":
-        folder = Path("./no-such-checkpoint")
+        folder = "./no-such-checkpoint"  # a string: Path() would drop the "./"
         expected = "model.name: path './no-such-checkpoint' does not exist"
     elif case == "no_config":
         save_tiny_distilbert(folder, minilm_path)

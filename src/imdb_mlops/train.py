@@ -71,6 +71,8 @@ def train(
     experiment_id = setup_mlflow(params)
     key = run_key(params, tokenized_dir)
     checkpoint_dir = checkpoint_root / key
+    if (checkpoint_dir / "completed.json").exists():
+        shutil.rmtree(checkpoint_dir)  # a finished run is not resumed: `dvc repro -f train` retrains
     last_checkpoint = _last_checkpoint(checkpoint_dir)
     previous_run = _read_json(checkpoint_dir / "mlflow_run.json").get("run_id") if last_checkpoint else None
 
@@ -139,6 +141,8 @@ def train(
 
     if cfg.delete_checkpoints:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    else:
+        write_json(checkpoint_dir / "completed.json", {"run_id": run.info.run_id})
     _print_summary(summary)
     return summary
 
