@@ -30,12 +30,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def worker(mode: str, args: argparse.Namespace, workdir: Path) -> dict[str, float]:
-    import numpy as np
     import transformers
     from datasets import load_from_disk
 
     from imdb_mlops.config import load_params
-    from imdb_mlops.train import load_classifier, train, training_arguments
+    from imdb_mlops.train import load_classifier, train, training_arguments, validation_metrics
 
     os.chdir(workdir)
     params = load_params(Path("params.yaml"))
@@ -67,7 +66,7 @@ def worker(mode: str, args: argparse.Namespace, workdir: Path) -> dict[str, floa
     trainer = transformers.Trainer(
         model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set,
         processing_class=tokenizer, data_collator=collator,
-        compute_metrics=lambda p: {"accuracy": float((np.argmax(p.predictions, 1) == p.label_ids).mean())},
+        compute_metrics=validation_metrics(),
     )
     result = trainer.train()
     trainer.model.save_pretrained("bare-model")
@@ -82,6 +81,7 @@ def prepare(args: argparse.Namespace, workdir: Path) -> None:
     from imdb_mlops.config import validate_params
     from imdb_mlops.ingest import ingest
     from imdb_mlops.tokenization import tokenize
+    from imdb_mlops.tracking import setup_mlflow
 
     tree = yaml.safe_load((REPO / "params.yaml").read_text())
     samples = args.steps * args.batch
@@ -97,6 +97,9 @@ def prepare(args: argparse.Namespace, workdir: Path) -> None:
     os.chdir(workdir)
     ingest(params, Path("data/raw"), Path("reports/data.json"))
     tokenize(params, Path("data/raw"), Path("data/tokenized"), Path("reports/tokenize.json"))
+    # An existing store, as after a project's first run (creating the tables takes seconds).
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'mlflow.db'}"
+    setup_mlflow(params)
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+from transformers import TrainerCallback
 
 from imdb_mlops import figures
 from imdb_mlops.config import Params
@@ -85,7 +86,8 @@ def train(
         processing_class=tokenizer,
         data_collator=transformers.DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if device == "cuda" else None),
         compute_metrics=validation_metrics(),
-        callbacks=[transformers.EarlyStoppingCallback(cfg.early_stopping_patience)] if cfg.early_stopping_patience else [],
+        callbacks=[MlflowMetricsCallback()]
+        + ([transformers.EarlyStoppingCallback(cfg.early_stopping_patience)] if cfg.early_stopping_patience else []),
     )
 
     with mlflow.start_run(
@@ -102,7 +104,7 @@ def train(
             result = trainer.train(resume_from_checkpoint=str(last_checkpoint) if last_checkpoint else None)
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             raise out_of_memory_error(exc, cfg.per_device_train_batch_size, device) from None
-        final = trainer.evaluate()  # the best checkpoint is loaded at the end of training
+        final = best_evaluation(trainer)
         summary = {
             "train_runtime_s": round(result.metrics["train_runtime"], 1),
             "train_samples_per_second": round(result.metrics["train_samples_per_second"], 3),
@@ -269,9 +271,35 @@ def training_arguments(params: Params, output_dir: Path, precision: str) -> Any:
         seed=params.seed,
         data_seed=params.seed,
         dataloader_num_workers=cfg.dataloader_num_workers,
-        report_to=["mlflow"],
+        report_to=[],  # MlflowMetricsCallback logs into the stage's own run
         disable_tqdm=False,
     )
+
+
+class MlflowMetricsCallback(TrainerCallback):
+    """Per-step training and per-evaluation validation metrics into the active MLflow run.
+
+    Lighter than transformers' own MLflow integration: it logs no TrainingArguments or model
+    config (the run already holds params.yaml), only numbers, asynchronously, from rank 0."""
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        import mlflow
+
+        if not state.is_world_process_zero or not logs or mlflow.active_run() is None:
+            return
+        numbers = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if numbers:
+            mlflow.log_metrics(numbers, step=state.global_step, synchronous=False)
+
+
+def best_evaluation(trainer: Any) -> dict[str, float]:
+    """Validation metrics of the checkpoint training ended on (the best one): read from the
+    log history when that evaluation was logged, evaluated again otherwise."""
+    best_step = _step_of(trainer.state.best_model_checkpoint) or trainer.state.global_step
+    for record in reversed(trainer.state.log_history):
+        if record.get("step") == best_step and "eval_loss" in record:
+            return record
+    return trainer.evaluate()
 
 
 def _cuda() -> bool:
