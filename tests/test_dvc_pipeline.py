@@ -39,7 +39,7 @@ def digests(*folders: Path) -> dict[str, str]:
     }
 
 
-STAGES = ("ingest", "tokenize", "train", "evaluate")
+STAGES = ("ingest", "tokenize", "train", "evaluate", "export")
 FAST_METRICS = {"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1", "MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING": "1"}
 
 
@@ -127,7 +127,7 @@ def test_up_to_date_pipeline_skips_every_stage(built):
 
 
 def test_push_delete_pull_restores_identical_files(built):
-    outputs = [built / "data" / "raw", built / "data" / "tokenized", built / "models" / "classifier"]
+    outputs = [built / "data" / "raw", built / "data" / "tokenized", built / "models" / "classifier", built / "models" / "onnx"]
     before = digests(*outputs)
     run(["dvc", "push"], built)
     for folder in outputs:
@@ -140,7 +140,7 @@ def test_push_delete_pull_restores_identical_files(built):
 def test_changing_an_evaluate_param_reruns_evaluate_only(built):
     set_params(built, **{"evaluate.top_errors": 3})
     proc = run(["dvc", "repro"], built)
-    for stage in ("ingest", "tokenize", "train"):
+    for stage in ("ingest", "tokenize", "train", "export"):
         assert f"Stage '{stage}' didn't change, skipping" in proc.stdout
     assert "Running stage 'evaluate'" in proc.stdout
     assert len((built / "reports" / "errors.jsonl").read_text().splitlines()) <= 3
@@ -152,7 +152,7 @@ def test_changing_a_tokenize_param_reruns_from_tokenize_on(built):
     proc = run(["dvc", "repro"], built)
     assert "Stage 'ingest' didn't change, skipping" in proc.stdout
     assert "Running stage 'ingest'" not in proc.stdout
-    for stage in ("tokenize", "train", "evaluate"):
+    for stage in ("tokenize", "train", "evaluate", "export"):
         assert f"Running stage '{stage}'" in proc.stdout
     assert digests(built / "data" / "raw") == raw_before
 

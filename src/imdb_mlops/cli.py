@@ -106,6 +106,23 @@ def evaluate(
     evaluate_model(load_params(params), model_dir, tokenized, raw, reports)
 
 
+@app.command("export")
+@handles_errors
+def export_onnx(
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    model_dir: Annotated[Path, typer.Option("--model-dir", help="The trained model.")] = Path("models/classifier"),
+    tokenized: Annotated[Path, typer.Option(help="Tokenized datasets (validation reviews for parity).")] = Path(
+        "data/tokenized"
+    ),
+    out: Annotated[Path, typer.Option(help="Folder for the shipped ONNX variants.")] = Path("models/onnx"),
+    report: Annotated[Path, typer.Option(help="Parity and latency report.")] = Path("reports/onnx.json"),
+) -> None:
+    """Export the classifier to ONNX (fp32, int8, fp16 on GPU); ship the variants that pass parity."""
+    from imdb_mlops.export import export as run
+
+    run(load_params(params), model_dir, tokenized, out, report)
+
+
 @app.command("check-params")
 @handles_errors
 def check_params(params: ParamsOption = DEFAULT_PARAMS_PATH) -> None:

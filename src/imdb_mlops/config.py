@@ -155,6 +155,20 @@ class EvaluateConfig(_Section):
         return value
 
 
+class ExportConfig(_Section):
+    """Export stage: ONNX variants and the parity gate each must pass to be shipped."""
+
+    opset: int = Field(17, ge=14, le=21)
+    parity_samples: int = Field(256, ge=8)
+    fp32_max_abs_diff: float = Field(1e-4, gt=0)
+    fp32_min_agreement: float = Field(1.0, ge=0, le=1)
+    int8_min_agreement: float = Field(0.99, ge=0, le=1)
+    # Largest allowed accuracy drop of a reduced-precision variant vs PyTorch (0.005 = 0.5 points).
+    max_accuracy_drop: float = Field(0.005, ge=0, le=1)
+    fp16_min_agreement: float = Field(0.99, ge=0, le=1)
+    latency_samples: int = Field(64, ge=1)
+
+
 class Params(_Section):
     """The whole of params.yaml."""
 
@@ -166,6 +180,7 @@ class Params(_Section):
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    export: ExportConfig = ExportConfig()
 
     def flat(self) -> dict[str, Any]:
         """Dotted keys -> values, e.g. ``{"train.learning_rate": 5e-05}`` (for MLflow)."""
