@@ -107,6 +107,9 @@ def save_tiny_distilbert(folder: Path, tokenizer_dir: Path, classifier_labels: i
     """A tiny DistilBERT built from a config, saved like a real checkpoint (with a tokenizer)."""
     from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification, DistilBertModel
 
+    import torch
+
+    torch.manual_seed(0)  # the same tiny weights in every run
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     settings = {"vocab_size": len(tokenizer), "dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64}
     settings.update(config)

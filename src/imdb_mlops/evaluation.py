@@ -24,7 +24,7 @@ from imdb_mlops import figures
 from imdb_mlops.config import EvaluateConfig, Params
 from imdb_mlops.errors import PipelineError
 from imdb_mlops.outputs import atomic_outputs, write_json
-from imdb_mlops.tracking import read_run_file, setup_mlflow
+from imdb_mlops.tracking import log_dataset, read_run_file, setup_mlflow
 
 METRICS_MODULE = Path(__file__).parent / "metrics" / "binary_classification"
 LABEL_NAMES = ["negative", "positive"]
@@ -226,7 +226,6 @@ def log_to_mlflow(params: Params, reports_dir: Path, paths: dict[str, Path], met
     """Log into the training run named by reports/train_run.json."""
     import mlflow
 
-    from imdb_mlops.train import log_dataset
 
     run_info = read_run_file(reports_dir / "train_run.json")
     setup_mlflow(params)

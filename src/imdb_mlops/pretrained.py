@@ -30,9 +30,13 @@ def resolve_pretrained(name: str, hub: HubConfig, key: str = "model.name") -> st
 
 def load_tokenizer(name: str, hub: HubConfig, key: str = "model.name") -> Any:
     """A fast tokenizer for ``name``; a clear error when the folder has none."""
+    return tokenizer_from(resolve_pretrained(name, hub, key), name, key)
+
+
+def tokenizer_from(source: str, name: str, key: str = "model.name") -> Any:
+    """A fast tokenizer from an already resolved ``source`` (see :func:`resolve_pretrained`)."""
     from transformers import AutoTokenizer
 
-    source = resolve_pretrained(name, hub, key)
     if Path(source).is_dir() and not any((Path(source) / f).exists() for f in TOKENIZER_FILES):
         # transformers 5 would build an empty-vocabulary tokenizer from config.json alone.
         raise PipelineError(

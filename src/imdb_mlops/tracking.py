@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +106,21 @@ def read_run_file(path: Path) -> dict[str, Any]:
     except (json.JSONDecodeError, KeyError, TypeError):
         raise PipelineError(f"{path}: not a run file (expected JSON with run_id)") from None
     return info
+
+
+def log_dataset(params: Params, parquet: Path, split: str, context: str) -> None:
+    """Log one ingested split as an MLflow dataset input (source and content digest)."""
+    import mlflow
+    import pandas as pd
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+
+    frame = pd.read_parquet(parquet, columns=["text", "label"])
+    source: Any = params.data.source
+    if Path(source).expanduser().exists():
+        source = str(Path(source).expanduser().resolve())
+    else:
+        source = HTTPDatasetSource(f"https://huggingface.co/datasets/{source}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # source-resolution and integer-schema hints
+        dataset = mlflow.data.from_pandas(frame, source=source, name=f"imdb-{split}", targets="label")
+        mlflow.log_input(dataset, context=context)

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +31,13 @@ from imdb_mlops.errors import PipelineError
 from imdb_mlops.estimate import cpu_training_seconds, human_duration
 from imdb_mlops.hub import short_name
 from imdb_mlops.outputs import atomic_outputs, write_json
-from imdb_mlops.pretrained import resolve_pretrained
+from imdb_mlops.pretrained import resolve_pretrained, tokenizer_from
 from imdb_mlops.tokenization import METADATA_FILE, tokenizer_fingerprint
-from imdb_mlops.tracking import dvc_lock_hashes, git_commit, setup_mlflow, tracking_uri, write_run_file
+from imdb_mlops.evaluation import METRICS_MODULE
+from imdb_mlops.tracking import dvc_lock_hashes, git_commit, log_dataset, setup_mlflow, tracking_uri, write_run_file
 
 LABELS = {0: "negative", 1: "positive"}
 CHECKPOINT_ROOT = Path("models/checkpoints")
-METRICS_MODULE = Path(__file__).parent / "metrics" / "binary_classification"
 console = Console(stderr=True)
 
 
@@ -154,14 +153,12 @@ def train(
 
 def _load_tokenizer_checked(params: Params, tokenized_dir: Path) -> tuple[Any, str]:
     """The model's tokenizer, after checking the tokenized data was made with the same vocabulary."""
-    from imdb_mlops.pretrained import load_tokenizer
-
     meta_path = tokenized_dir / METADATA_FILE
     if not meta_path.exists():
         raise PipelineError(f"{meta_path}: missing; run the tokenize stage first (dvc repro tokenize)")
     made_with = json.loads(meta_path.read_text())
     source = resolve_pretrained(params.model.name, params.hub)
-    tokenizer = load_tokenizer(params.model.name, params.hub)
+    tokenizer = tokenizer_from(source, params.model.name)
     current = tokenizer_fingerprint(tokenizer, params.model.name, params.tokenize)
     if made_with.get("vocab_digest") != current["vocab_digest"]:
         raise PipelineError(
@@ -390,24 +387,6 @@ def _log_run_inputs(params: Params, raw_dir: Path, tokenized_dir: Path, device: 
     mlflow.log_dict(json.loads((tokenized_dir / METADATA_FILE).read_text()), "tokenization.json")
     for split, context in (("train", "training"), ("validation", "validation")):
         log_dataset(params, raw_dir / f"{split}.parquet", split, context)
-
-
-def log_dataset(params: Params, parquet: Path, split: str, context: str) -> None:
-    """Log one ingested split as an MLflow dataset input (source and content digest)."""
-    import mlflow
-    import pandas as pd
-    from mlflow.data.http_dataset_source import HTTPDatasetSource
-
-    frame = pd.read_parquet(parquet, columns=["text", "label"])
-    source: Any = params.data.source
-    if Path(source).expanduser().exists():
-        source = str(Path(source).expanduser().resolve())
-    else:
-        source = HTTPDatasetSource(f"https://huggingface.co/datasets/{source}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # source-resolution and integer-schema hints
-        dataset = mlflow.data.from_pandas(frame, source=source, name=f"imdb-{split}", targets="label")
-        mlflow.log_input(dataset, context=context)
 
 
 def split_history(log_history: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
