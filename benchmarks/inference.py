@@ -1,0 +1,95 @@
+"""Inference throughput: PyTorch as users run it by default vs the exported ONNX variants.
+
+    python benchmarks/inference.py --model-dir models/classifier [--imdb ../shared/imdb] [--n 256]
+
+PyTorch: ``AutoModelForSequenceClassification`` in eval mode with its default (SDPA) attention,
+``torch.inference_mode``. ONNX: the export stage's own code builds fp32 (optimized) and int8
+variants in a temporary folder, run by ONNX Runtime's CPU provider. Same N real test reviews
+(tokenized to 256 tokens), same thread count (torch and ORT both use all cores), batch 1 and 32;
+accuracy of each beside its texts/s. Ratios are against PyTorch in the same script run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def timed(fn, ids: list[list[int]], batch: int) -> tuple[float, np.ndarray]:
+    fn(ids[:batch])  # warm-up
+    start = time.perf_counter()
+    logits = np.concatenate([fn(ids[i : i + batch]) for i in range(0, len(ids), batch)])
+    return len(ids) / (time.perf_counter() - start), logits
+
+
+def main() -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from imdb_mlops.export import build_variants, make_session, onnx_logits
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, default=REPO / "models" / "classifier")
+    parser.add_argument("--imdb", type=Path, default=REPO.parent / "shared" / "imdb")
+    parser.add_argument("--n", type=int, default=256)
+    parser.add_argument("--max-length", type=int, default=256)
+    args = parser.parse_args()
+    if not (args.model_dir / "config.json").exists():
+        sys.exit(f"{args.model_dir}: no trained model; run `imdb-mlops exp-run --offline --profile cpu-quick` first")
+
+    test = pd.read_parquet(next(args.imdb.rglob("test-*.parquet")), columns=["text", "label"])
+    test = test.sample(n=args.n, random_state=0)
+    tokenizer = AutoTokenizer.from_pretrained(str(args.model_dir))
+    ids = tokenizer(test["text"].tolist(), truncation=True, max_length=args.max_length)["input_ids"]
+    labels = test["label"].to_numpy()
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(args.model_dir)).eval()
+
+    def torch_fn(chunk: list[list[int]]) -> np.ndarray:
+        batch = tokenizer.pad({"input_ids": chunk}, return_tensors="pt")
+        with torch.inference_mode():
+            return model(**batch).logits.float().numpy()
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        eager = AutoModelForSequenceClassification.from_pretrained(str(args.model_dir), attn_implementation="eager").eval()
+        variants = build_variants(eager, Path(tmp), opset=17, gpu=False)
+        runners = {"pytorch": torch_fn}
+        for name, path in variants.items():
+            session = make_session(path, "CPUExecutionProvider")
+            runners[f"onnx_{name}"] = lambda chunk, s=session: onnx_logits(s, tokenizer, chunk, len(chunk))
+        for name, fn in runners.items():
+            row = {}
+            for batch in (1, 32):
+                rate, logits = timed(fn, ids, batch)
+                row[f"batch{batch}_texts_per_s"] = round(rate, 2)
+            row["accuracy"] = round(float((logits.argmax(1) == labels).mean()), 4)
+            results[name] = row
+            print(f"{name:<11} b1 {row['batch1_texts_per_s']:7.2f}/s  b32 {row['batch32_texts_per_s']:7.2f}/s  acc {row['accuracy']:.4f}", file=sys.stderr)
+    base = results["pytorch"]
+    summary = {
+        "reviews": args.n,
+        "max_length": args.max_length,
+        "threads": {"torch": torch.get_num_threads(), "cpu_cores": os.cpu_count()},
+        "results": results,
+        "speedup_vs_pytorch": {
+            name: {f"batch{b}": round(r[f"batch{b}_texts_per_s"] / base[f"batch{b}_texts_per_s"], 2) for b in (1, 32)}
+            for name, r in results.items()
+            if name != "pytorch"
+        },
+    }
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
