@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--imdb", type=Path, default=REPO.parent / "shared" / "imdb")
     parser.add_argument("--n", type=int, default=256)
     parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--sort-by-length", action="store_true", help="batch reviews of similar length together")
     args = parser.parse_args()
     if not (args.model_dir / "config.json").exists():
         sys.exit(f"{args.model_dir}: no trained model; run `imdb-mlops exp-run --offline --profile cpu-quick` first")
@@ -52,6 +53,9 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(str(args.model_dir))
     ids = tokenizer(test["text"].tolist(), truncation=True, max_length=args.max_length)["input_ids"]
     labels = test["label"].to_numpy()
+    if args.sort_by_length:  # batches of similar length pad less, for every variant alike
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        ids, labels = [ids[i] for i in order], labels[order]
 
     model = AutoModelForSequenceClassification.from_pretrained(str(args.model_dir)).eval()
 
@@ -80,6 +84,7 @@ def main() -> None:
     summary = {
         "reviews": args.n,
         "max_length": args.max_length,
+        "sorted_by_length": args.sort_by_length,
         "threads": {"torch": torch.get_num_threads(), "cpu_cores": os.cpu_count()},
         "results": results,
         "speedup_vs_pytorch": {
