@@ -116,6 +116,8 @@ def test_mlflow_run_holds_params_metrics_tags_and_datasets(built):
     assert all(d.dataset.digest and "imdb" in d.dataset.source for d in inputs.values())
     artifacts = {a.path for a in client.list_artifacts(run_id, "figures/evaluation")}
     assert "figures/evaluation/confusion_matrix.png" in artifacts
+    assert metrics["onnx_fp32_agreement"] == 1.0 and "onnx_fp32_batch32_texts_per_s" in metrics
+    assert tags["onnx.provider"] == "CPUExecutionProvider" and "fp32" in tags["onnx.shipped"].split(",")
 
 
 def test_up_to_date_pipeline_skips_every_stage(built):

@@ -116,11 +116,14 @@ def export_onnx(
     ),
     out: Annotated[Path, typer.Option(help="Folder for the shipped ONNX variants.")] = Path("models/onnx"),
     report: Annotated[Path, typer.Option(help="Parity and latency report.")] = Path("reports/onnx.json"),
+    run_file: Annotated[
+        Path | None, typer.Option("--run-file", help="Training run file; its MLflow run gets the figures.")
+    ] = None,
 ) -> None:
     """Export the classifier to ONNX (fp32, int8, fp16 on GPU); ship the variants that pass parity."""
     from imdb_mlops.export import export as run
 
-    run(load_params(params), model_dir, tokenized, out, report)
+    run(load_params(params), model_dir, tokenized, out, report, run_file)
 
 
 @app.command("check-params")

@@ -45,8 +45,16 @@ def execution_provider() -> str:
     return "CPUExecutionProvider"
 
 
-def export(params: Params, model_dir: Path, tokenized_dir: Path, out_dir: Path, report_path: Path) -> dict[str, Any]:
-    """Run the stage: write the passing variants to ``out_dir`` and the report."""
+def export(
+    params: Params,
+    model_dir: Path,
+    tokenized_dir: Path,
+    out_dir: Path,
+    report_path: Path,
+    run_file: Path | None = None,
+) -> dict[str, Any]:
+    """Run the stage: write the passing variants to ``out_dir`` and the report; with ``run_file``
+    (``reports/train_run.json``), log the parity and latency figures into the training run."""
     from datasets import load_from_disk
 
     cfg = params.export
@@ -86,8 +94,29 @@ def export(params: Params, model_dir: Path, tokenized_dir: Path, out_dir: Path, 
             tokenizer.save_pretrained(tmp_out)
             write_json(tmp_out / "export.json", {"provider": provider, "shipped": shipped, "labels": ["negative", "positive"]})
             write_json(tmp_report, report)
+    if run_file is not None:
+        log_to_run(params, run_file, report, report_path)
     _print_report(report)
     return report
+
+
+def log_to_run(params: Params, run_file: Path, report: dict[str, Any], report_path: Path) -> None:
+    import mlflow
+
+    from imdb_mlops.tracking import read_run_file, setup_mlflow
+
+    run_id = read_run_file(run_file)["run_id"]
+    setup_mlflow(params)
+    with mlflow.start_run(run_id=run_id):
+        figures = {
+            f"onnx_{name}_{key}": float(value)
+            for name, variant in report["variants"].items()
+            for key, value in variant.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+        }
+        mlflow.log_metrics(figures)
+        mlflow.set_tags({"onnx.provider": report["provider"], "onnx.shipped": ",".join(report["shipped"])})
+        mlflow.log_artifact(str(report_path), "export")
 
 
 def _load_eager(model_dir: Path) -> tuple[Any, Any]:
