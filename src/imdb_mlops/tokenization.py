@@ -29,7 +29,7 @@ from rich.table import Table
 from imdb_mlops.config import Params, TokenizeConfig
 from imdb_mlops.errors import PipelineError
 from imdb_mlops.hub import short_name
-from imdb_mlops.estimate import cpu_training_seconds, human_duration
+from imdb_mlops.estimate import cpu_training_message
 from imdb_mlops.ingest import SPLITS
 from imdb_mlops.outputs import atomic_outputs, write_json
 from imdb_mlops.pretrained import load_config, load_tokenizer
@@ -211,20 +211,4 @@ def _print_training_estimate(params: Params, report: dict[str, Any]) -> None:
         return
     model_config = load_config(params.model.name, params.hub)
     train = report["train"]
-    steps_cap = params.train.max_steps
-    samples = train["rows"] * params.train.epochs
-    if steps_cap > 0:
-        batch = params.train.per_device_train_batch_size * params.train.gradient_accumulation_steps
-        samples = min(samples, steps_cap * batch)
-    seconds = cpu_training_seconds(
-        n_samples=int(samples),
-        mean_tokens=train["mean_tokens_kept"],
-        epochs=1.0,
-        num_layers=model_config.num_hidden_layers,
-        hidden_size=model_config.hidden_size,
-    )
-    console.print(
-        f"[bold]No GPU:[/] training {short_name(params.model.name)} on {int(samples):,} review passes "
-        f"(~{train['mean_tokens_kept']:.0f} tokens each) on {os.cpu_count()} CPU cores will take roughly "
-        f"{human_duration(seconds)}. For a quick CPU run see README, 'Quick CPU profile'."
-    )
+    console.print(cpu_training_message(params, train["rows"], train["mean_tokens_kept"], model_config))

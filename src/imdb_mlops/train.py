@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,7 @@ from transformers import TrainerCallback
 from imdb_mlops import figures
 from imdb_mlops.config import Params
 from imdb_mlops.errors import PipelineError
-from imdb_mlops.estimate import cpu_training_seconds, human_duration
-from imdb_mlops.hub import short_name
+from imdb_mlops.estimate import cpu_training_message
 from imdb_mlops.outputs import atomic_outputs, write_json
 from imdb_mlops.pretrained import resolve_pretrained, tokenizer_from
 from imdb_mlops.tokenization import METADATA_FILE, tokenizer_fingerprint
@@ -404,14 +402,7 @@ def split_history(log_history: list[dict[str, Any]]) -> tuple[list[dict[str, Any
 
 def _print_cpu_estimate(params: Params, train_split: Any, config: Any) -> None:
     kept = np.minimum(np.asarray(train_split["n_tokens"]), params.tokenize.max_length)
-    samples = len(train_split) * params.train.epochs
-    if params.train.max_steps > 0:
-        samples = min(samples, params.train.max_steps * params.train.per_device_train_batch_size * params.train.gradient_accumulation_steps)
-    seconds = cpu_training_seconds(int(samples), float(kept.mean()), 1.0, config.num_hidden_layers, config.hidden_size)
-    console.print(
-        f"[bold]Training on CPU[/] ({os.cpu_count()} cores): {short_name(params.model.name)}, "
-        f"{int(samples):,} review passes, roughly {human_duration(seconds)}."
-    )
+    console.print(cpu_training_message(params, len(train_split), float(kept.mean()), config))
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
