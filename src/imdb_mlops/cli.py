@@ -126,6 +126,239 @@ def export_onnx(
     run(load_params(params), model_dir, tokenized, out, report, run_file)
 
 
+@app.command("register")
+@handles_errors
+def register_model(
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    onnx_dir: Annotated[Path, typer.Option("--onnx-dir", help="Shipped ONNX variants and tokenizer.")] = Path(
+        "models/onnx"
+    ),
+    model_dir: Annotated[Path, typer.Option("--model-dir", help="PyTorch checkpoint, logged beside.")] = Path(
+        "models/classifier"
+    ),
+    raw: Annotated[Path, typer.Option(help="Ingested splits (test reviews for the promotion gate).")] = Path(
+        "data/raw"
+    ),
+    run_file: Annotated[Path, typer.Option("--run-file", help="Training run file.")] = Path("reports/train_run.json"),
+    metrics: Annotated[Path, typer.Option(help="Test metrics of the evaluate stage.")] = Path("reports/metrics.json"),
+    onnx_report: Annotated[Path, typer.Option("--onnx-report", help="Parity report of the export stage.")] = Path(
+        "reports/onnx.json"
+    ),
+    report: Annotated[Path, typer.Option(help="Version and gate decision.")] = Path("reports/register.json"),
+) -> None:
+    """Register the ONNX pyfunc in the MLflow registry (alias challenger) and run the promotion gate."""
+    from imdb_mlops.registry import register as run
+
+    run(load_params(params), onnx_dir, model_dir, raw, run_file, metrics, onnx_report, report)
+
+
+registry_app = typer.Typer(
+    help="The MLflow model registry: versions, promotion, rollback, lineage.", no_args_is_help=True
+)
+app.add_typer(registry_app, name="registry")
+ModelNameOption = Annotated[
+    str | None, typer.Option("--name", help="Registered model (default: registry.model_name).")
+]
+
+
+def _registry(params: Path, name: str | None) -> tuple[Any, str]:
+    from imdb_mlops.registry import connect
+
+    loaded = load_params(params)
+    return connect(loaded), name or loaded.registry.model_name
+
+
+@registry_app.command("versions")
+@handles_errors
+def registry_versions(params: ParamsOption = DEFAULT_PARAMS_PATH, name: ModelNameOption = None) -> None:
+    """List versions with their aliases, test metrics, serving variant and gate decision."""
+    from rich.table import Table
+
+    from imdb_mlops.registry import all_versions
+
+    client, model = _registry(params, name)
+    table = Table(title=f"{model} ({client.tracking_uri})")
+    for column in ("version", "aliases", "created (UTC)", "accuracy", "F1", "ROC-AUC", "CPU variant", "gate", "run"):
+        table.add_column(column, justify="right" if column in ("version", "accuracy", "F1", "ROC-AUC") else "left")
+        table.columns[-1].no_wrap = column != "aliases"
+    for mv in all_versions(client, model):
+        tags = mv.tags
+        created = _utc(mv.creation_timestamp)
+        table.add_row(
+            str(mv.version),
+            ", ".join(sorted(mv.aliases)) or "-",
+            created,
+            _fmt(tags.get("test.accuracy")),
+            _fmt(tags.get("test.f1")),
+            _fmt(tags.get("test.roc_auc")),
+            tags.get("serving.cpu_variant", "-"),
+            tags.get("gate.action", "-").replace("_", " "),
+            (tags.get("training_run_id") or mv.run_id or "-")[:8],
+        )
+    _wide_console().print(table)
+
+
+@registry_app.command("promote")
+@handles_errors
+def registry_promote(
+    version: Annotated[str, typer.Argument(help="Version number or alias to make champion.")],
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    name: ModelNameOption = None,
+    reason: Annotated[str, typer.Option(help="Recorded on the version.")] = "promoted from the CLI",
+) -> None:
+    """Move alias champion to a version (what the MLflow UI's alias editor does, plus history)."""
+    from imdb_mlops.registry import promote
+
+    client, model = _registry(params, name)
+    previous, current = promote(client, model, version, reason)
+    typer.echo(f"{model}: champion {previous or '(none)'} -> {current}")
+
+
+@registry_app.command("rollback")
+@handles_errors
+def registry_rollback(params: ParamsOption = DEFAULT_PARAMS_PATH, name: ModelNameOption = None) -> None:
+    """Move alias champion back to the version that held it before."""
+    from imdb_mlops.registry import rollback
+
+    client, model = _registry(params, name)
+    previous, current = rollback(client, model)
+    typer.echo(f"{model}: champion {previous} -> {current} (rolled back)")
+
+
+@registry_app.command("lineage")
+@handles_errors
+def registry_lineage(
+    version: Annotated[str, typer.Argument(help="Version number or alias.")] = "champion",
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    name: ModelNameOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Where a version came from: git commit, data hashes, training run, params, datasets."""
+    import json
+
+    from rich.table import Table
+
+    from imdb_mlops.registry import lineage
+
+    client, model = _registry(params, name)
+    info = lineage(client, model, version)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2, default=str))
+        return
+    table = Table(title=f"{model} version {info['version']} ({', '.join(info['aliases']) or 'no alias'})")
+    table.add_column("what", justify="left")
+    table.add_column("value", justify="left", overflow="fold")
+    for key in ("created", "training_run_id", "experiment_id", "run_status", "source"):
+        if key in info:
+            table.add_row(key, str(info[key]))
+    for key, value in info["tags"].items():
+        table.add_row(f"tag {key}", value)
+    for dataset in info.get("datasets", []):
+        table.add_row(f"dataset {dataset['name']}", f"digest {dataset['digest']}")
+    for key, value in info.get("params", {}).items():
+        table.add_row(f"param {key}", value)
+    _wide_console().print(table)
+
+
+@app.command()
+@handles_errors
+def predict(
+    texts: Annotated[list[str] | None, typer.Argument(help="Review texts.")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="A text file, one review per line ('-' = stdin).")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="champion (default), @alias, a version number, or a models:/ URI."),
+    ] = None,
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Predict sentiment with a registered model, e.g. imdb-mlops predict "a delight" -m @challenger."""
+    import json
+
+    from rich.table import Table
+
+    from imdb_mlops.registry import connect, predict_texts, resolve_model_uri
+
+    items = list(texts or [])
+    if file is not None:
+        try:
+            content = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PipelineError(f"{file}: cannot read ({type(exc).__name__}: {exc})") from None
+        items += [line for line in content.splitlines() if line.strip()]
+    if not items:
+        raise PipelineError("predict: no texts (give them as arguments or with --file)")
+    loaded = load_params(params)
+    connect(loaded)
+    uri = resolve_model_uri(model, loaded.registry.model_name)
+    limit = loaded.registry.max_texts_per_request
+    frames = [predict_texts(uri, items[i : i + limit]) for i in range(0, len(items), limit)]
+    rows = [row for frame in frames for row in frame.to_dict("records")]
+    if as_json:
+        for text, row in zip(items, rows, strict=True):
+            typer.echo(json.dumps({"text": text, **{k: _plain(v) for k, v in row.items()}}))
+        return
+    table = Table(title=uri)
+    for column in ("text", "label", "probability"):
+        table.add_column(column, justify="right" if column == "probability" else "left")
+    for text, row in zip(items, rows, strict=True):
+        short = text if len(text) <= 70 else text[:67] + "..."
+        colour = "green" if row["label"] == "positive" else "red"
+        table.add_row(short, f"[{colour}]{row['label']}[/]", f"{row['probability']:.3f}")
+    Console().print(table)
+
+
+@app.command()
+@handles_errors
+def serve(
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="champion (default), @alias, a version, or a models:/ URI.")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to bind; loopback unless told otherwise.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 5001,
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+) -> None:
+    """Serve a registered model over HTTP: mlflow models serve --env-manager local on 127.0.0.1."""
+    import os
+
+    from imdb_mlops.registry import connect, resolve_model_uri
+    from imdb_mlops.tracking import tracking_uri
+
+    loaded = load_params(params)
+    connect(loaded)
+    uri = resolve_model_uri(model, loaded.registry.model_name)
+    command = ["mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-h", host, "-p", str(port)]
+    err.print(f"$ {shlex.join(command)}", highlight=False)
+    raise typer.Exit(subprocess.call(command, env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri()}))
+
+
+def _wide_console() -> Console:
+    """Tables keep their columns when piped (rich would assume 80 columns)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
+def _utc(timestamp_ms: int | None) -> str:
+    from datetime import datetime, timezone
+
+    if not timestamp_ms:
+        return "-"
+    return datetime.fromtimestamp(timestamp_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def _fmt(value: str | None) -> str:
+    try:
+        return f"{float(value):.4f}" if value is not None else "-"
+    except ValueError:
+        return value or "-"
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
 @app.command("check-params")
 @handles_errors
 def check_params(params: ParamsOption = DEFAULT_PARAMS_PATH) -> None:

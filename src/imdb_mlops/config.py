@@ -169,6 +169,26 @@ class ExportConfig(_Section):
     latency_samples: int = Field(64, ge=1)
 
 
+class RegistryConfig(_Section):
+    """Register stage: the MLflow registered model, what it serves, and the promotion gate."""
+
+    model_name: str = Field("imdb-sentiment", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    # ONNX variant the served model runs: auto = fp16 on a GPU, else int8, else fp32 (of those shipped).
+    variant: Literal["auto", "fp32", "int8", "fp16"] = "auto"
+    # auto: champion moves to a challenger that beats it; manual: a person promotes (UI or CLI).
+    promotion: Literal["auto", "manual"] = "auto"
+    # Accuracy the challenger must gain over the champion on the same test reviews (0.002 = 0.2 points).
+    min_improvement: float = Field(0.002, ge=0, le=1)
+    # McNemar's exact test on the paired predictions must give p below this.
+    mcnemar_alpha: float = Field(0.05, gt=0, lt=1)
+    # Test reviews both models score for the gate (stratified, seeded); null = the whole test split.
+    gate_samples: int | None = Field(None, ge=10)
+    # Limits of one prediction request (served model and CLI); larger requests are refused (HTTP 400).
+    max_texts_per_request: int = Field(256, ge=1)
+    max_text_chars: int = Field(50_000, ge=1)
+    batch_size: int = Field(32, ge=1)
+
+
 class Params(_Section):
     """The whole of params.yaml."""
 
@@ -181,6 +201,7 @@ class Params(_Section):
     tracking: TrackingConfig = TrackingConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     export: ExportConfig = ExportConfig()
+    registry: RegistryConfig = RegistryConfig()
 
     def flat(self) -> dict[str, Any]:
         """Dotted keys -> values, e.g. ``{"train.learning_rate": 5e-05}`` (for MLflow)."""

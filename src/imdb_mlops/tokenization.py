@@ -33,6 +33,7 @@ from imdb_mlops.estimate import cpu_training_message
 from imdb_mlops.ingest import SPLITS
 from imdb_mlops.outputs import atomic_outputs, write_json
 from imdb_mlops.pretrained import load_config, load_tokenizer
+from imdb_mlops.truncation import cut, head_tokens, special_token_layout
 
 METADATA_FILE = "tokenization.json"
 console = Console(stderr=True)
@@ -44,30 +45,25 @@ class Encoder:
     def __init__(self, tokenizer: Any, config: TokenizeConfig) -> None:
         self.tokenizer = tokenizer
         self.max_length = config.max_length
-        self.head_share = config.head_share if config.truncation == "head_tail" else None
         # Special tokens the tokenizer wraps every text in ([CLS] ... [SEP] for BERT).
-        bare = tokenizer("a", add_special_tokens=False)["input_ids"]
-        full = tokenizer("a")["input_ids"]
-        start = _find(full, bare)
-        self.n_prefix, self.n_suffix = start, len(full) - start - len(bare)
+        try:
+            self.n_prefix, self.n_suffix = special_token_layout(
+                lambda text, special: tokenizer(text, add_special_tokens=special)["input_ids"]
+            )
+        except ValueError:
+            raise PipelineError("model.name: tokenizer adds special tokens in a way this stage cannot handle") from None
+        share = config.head_share if config.truncation == "head_tail" else None
+        self.head = head_tokens(self.max_length, self.n_prefix, self.n_suffix, share)
 
     def __call__(self, batch: dict[str, list[Any]]) -> pa.Table:
         # The Rust tokenizer's fast batch path (no character offsets; same ids as tokenizer()).
         encodings = self.tokenizer.backend_tokenizer.encode_batch_fast(batch["text"], add_special_tokens=True)
-        limit, pre, suf = self.max_length, self.n_prefix, self.n_suffix
-        keep = limit - pre - suf
-        head = None if self.head_share is None else round(keep * self.head_share)
         ids_out, lengths = [], []
         for encoding in encodings:
-            ids = encoding.ids
-            n = len(ids)
-            lengths.append(n)
-            if n > limit:
-                body = ids[pre : n - suf]
-                body = body[:keep] if head is None else body[:head] + body[len(body) - (keep - head) :]
-                ids = ids[:pre] + body + ids[n - suf :]
-            ids_out.append(ids)
+            lengths.append(len(encoding.ids))
+            ids_out.append(cut(encoding.ids, self.max_length, self.n_prefix, self.n_suffix, self.head))
         n_tokens = np.asarray(lengths, dtype=np.int32)
+        limit = self.max_length
         columns = {
             "input_ids": pa.array(ids_out, type=pa.list_(pa.int32())),
             "n_tokens": pa.array(n_tokens),
@@ -75,13 +71,6 @@ class Encoder:
         }
         # Returning Arrow skips the per-value type inference of a dict of Python lists.
         return pa.table({**columns, **{k: pa.array(v) for k, v in batch.items() if k != "text"}})
-
-
-def _find(sequence: list[int], part: list[int]) -> int:
-    for start in range(len(sequence) - len(part) + 1):
-        if sequence[start : start + len(part)] == part:
-            return start
-    raise PipelineError("model.name: tokenizer adds special tokens in a way this stage cannot handle")
 
 
 def tokenize(params: Params, raw_dir: Path, out_dir: Path, report_path: Path) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from imdb_mlops.errors import PipelineError
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 DEFAULT_STORE = "mlflow.db"
 ARTIFACT_ROOT = "mlartifacts"
