@@ -39,7 +39,7 @@ def digests(*folders: Path) -> dict[str, str]:
     }
 
 
-STAGES = ("ingest", "tokenize", "train", "evaluate", "export")
+STAGES = ("ingest", "tokenize", "train", "evaluate", "export", "register")
 FAST_METRICS = {"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1", "MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING": "1"}
 
 
@@ -120,6 +120,23 @@ def test_mlflow_run_holds_params_metrics_tags_and_datasets(built):
     assert tags["onnx.provider"] == "CPUExecutionProvider" and "fp32" in tags["onnx.shipped"].split(",")
 
 
+def test_repro_ends_with_a_registered_champion_traceable_to_the_lock(built):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{built / 'mlflow.db'}")
+    report = json.loads((built / "reports" / "register.json").read_text())
+    assert report["version"] == 1 and report["gate"]["action"] == "promoted"
+    model = client.get_registered_model("imdb-sentiment")
+    assert str(model.aliases["champion"]) == "1" and str(model.aliases["challenger"]) == "1"
+    tags = client.get_model_version("imdb-sentiment", "1").tags
+    lock = yaml.safe_load((built / "dvc.lock").read_text())
+    outs = {o["path"]: o["md5"] for stage in ("ingest", "tokenize", "train") for o in lock["stages"][stage]["outs"]}
+    for path in ("data/raw", "data/tokenized", "models/classifier"):
+        assert tags[f"dvc.{path}.md5"] == outs[path]
+    assert tags["git.commit"] == run(["git", "rev-parse", "HEAD"], built).stdout.strip()
+    assert tags["training_run_id"] == json.loads((built / "reports" / "train_run.json").read_text())["run_id"]
+
+
 def test_up_to_date_pipeline_skips_every_stage(built):
     proc = run(["dvc", "repro"], built)
     for stage in STAGES:
@@ -146,6 +163,8 @@ def test_changing_an_evaluate_param_reruns_evaluate_only(built):
         assert f"Stage '{stage}' didn't change, skipping" in proc.stdout
     assert "Running stage 'evaluate'" in proc.stdout
     assert len((built / "reports" / "errors.jsonl").read_text().splitlines()) <= 3
+    # Same training run: registering again (if metrics.json changed at all) adds no version.
+    assert json.loads((built / "reports" / "register.json").read_text())["version"] == 1
 
 
 def test_changing_a_tokenize_param_reruns_from_tokenize_on(built):
@@ -154,9 +173,12 @@ def test_changing_a_tokenize_param_reruns_from_tokenize_on(built):
     proc = run(["dvc", "repro"], built)
     assert "Stage 'ingest' didn't change, skipping" in proc.stdout
     assert "Running stage 'ingest'" not in proc.stdout
-    for stage in ("tokenize", "train", "evaluate", "export"):
+    for stage in ("tokenize", "train", "evaluate", "export", "register"):
         assert f"Running stage '{stage}'" in proc.stdout
     assert digests(built / "data" / "raw") == raw_before
+    report = json.loads((built / "reports" / "register.json").read_text())
+    assert report["version"] == 2 and report["gate"]["action"] in ("promoted", "kept_champion")
+    assert report["gate"]["champion_before"] == 1 and report["gate"]["n"] > 0
 
 
 def test_bad_params_fail_the_stage_before_any_work(project_copy):
