@@ -18,7 +18,7 @@ import typer
 import yaml
 from rich.console import Console
 
-from imdb_mlops.config import DEFAULT_PARAMS_PATH, flatten, load_params, read_yaml, validate_params
+from imdb_mlops.config import DEFAULT_PARAMS_PATH, PROFILES_DIR, flatten, load_params, read_yaml, with_overrides
 from imdb_mlops.errors import ParamsError, PipelineError
 
 app = typer.Typer(
@@ -31,7 +31,7 @@ err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="The params file.")]
-PROFILES_DIR = Path("profiles")
+
 SHARED_IMDB = "../shared/imdb"
 
 
@@ -312,6 +312,25 @@ def predict(
 
 @app.command()
 @handles_errors
+def score(
+    input_path: Annotated[Path, typer.Argument(help="A file or folder of new reviews (parquet, CSV, JSONL, .txt).")],
+    out: Annotated[Path, typer.Option(help="Folder for predictions.parquet and drift.json.")] = Path("scores/latest"),
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="champion (default), @alias, a version, or a models:/ URI.")
+    ] = None,
+    raw: Annotated[Path, typer.Option(help="Ingested splits (training reviews: the drift reference).")] = Path(
+        "data/raw"
+    ),
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+) -> None:
+    """Score new reviews with a registered model and report drift against the training data."""
+    from imdb_mlops.scoring import score as run
+
+    run(load_params(params), input_path, out, model, raw)
+
+
+@app.command()
+@handles_errors
 def serve(
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="champion (default), @alias, a version, or a models:/ URI.")
@@ -421,10 +440,7 @@ def exp_run(
         if not sep or not key:
             raise ParamsError(f"-S {item}: expected KEY=VALUE")
         overrides[key] = yaml.safe_load(raw) if raw else raw
-    merged = read_yaml(params) or {}
-    for key, value in overrides.items():
-        _set_dotted(merged, key, value)
-    validate_params(merged, source=f"{params} with overrides")
+    with_overrides(params, overrides)
     command = ["dvc", "exp", "run"]
     if name:
         command += ["--name", name]
@@ -435,17 +451,6 @@ def exp_run(
         return
     err.print(f"$ {shlex.join(command)}", highlight=False)
     raise typer.Exit(subprocess.call(command))
-
-
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    node = tree
-    for part in parents:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ParamsError(f"-S {dotted}: '{part}' is not a section")
-        node = child
-    node[leaf] = value
 
 
 def _yaml_scalar(value: Any) -> str:

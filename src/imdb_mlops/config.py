@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from imdb_mlops.errors import ParamsError
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
+PROFILES_DIR = Path("profiles")  # params overlays (profiles/NAME.yaml)
 
 
 class _Section(BaseModel):
@@ -189,6 +190,31 @@ class RegistryConfig(_Section):
     batch_size: int = Field(32, ge=1)
 
 
+class OrchestrationConfig(_Section):
+    """Prefect training flow: per-stage retries and timeouts, failure notification."""
+
+    retries: int = Field(1, ge=0, le=10)
+    retry_delay_s: float = Field(30.0, ge=0)
+    timeout_s: float = Field(172_800.0, gt=0)  # per stage (2 days: full DistilBERT training on a CPU)
+    # Per-stage overrides, e.g. {train: 2}; keys must be stages of dvc.yaml.
+    stage_retries: dict[str, int] = {}
+    stage_timeout_s: dict[str, float] = {}
+    # POSTed a JSON message when a flow run fails; null = no notification.
+    failure_webhook: str | None = Field(None, pattern=r"^https?://")
+
+
+class ScoringConfig(_Section):
+    """Batch scoring of new reviews and the drift report against the training data."""
+
+    text_column: str = Field("text", min_length=1)
+    # Population stability index above this (length or predicted-label distribution) warns.
+    psi_warning: float = Field(0.2, gt=0)
+    length_bins: int = Field(10, ge=2, le=100)
+    # Unknown-token rate above the training data's by more than this warns (0.01 = 1 point).
+    unknown_token_increase: float = Field(0.01, ge=0, le=1)
+    reference_samples: int = Field(2000, ge=10)  # training reviews drawn for the reference
+
+
 class Params(_Section):
     """The whole of params.yaml."""
 
@@ -202,6 +228,8 @@ class Params(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     export: ExportConfig = ExportConfig()
     registry: RegistryConfig = RegistryConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
+    scoring: ScoringConfig = ScoringConfig()
 
     def flat(self) -> dict[str, Any]:
         """Dotted keys -> values, e.g. ``{"train.learning_rate": 5e-05}`` (for MLflow)."""
@@ -217,6 +245,26 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[path] = value
     return flat
+
+
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any, source: str = "-S") -> None:
+    """``tree["a"]["b"] = value`` for ``dotted == "a.b"``, creating sections as needed."""
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ParamsError(f"{source} {dotted}: '{part}' is not a section")
+        node = child
+    node[leaf] = value
+
+
+def with_overrides(path: Path, overrides: dict[str, Any]) -> Params:
+    """Validate ``path`` with dotted-key ``overrides`` applied (nothing is written)."""
+    tree = read_yaml(path) or {}
+    for key, value in overrides.items():
+        set_dotted(tree, key, value)
+    return validate_params(tree, source=f"{path} with overrides")
 
 
 class _Yaml12Loader(yaml.SafeLoader):

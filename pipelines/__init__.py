@@ -1,0 +1,1 @@
+"""Prefect flows over the DVC stages: training (weekly) and batch scoring (daily)."""

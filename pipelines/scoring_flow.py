@@ -1,0 +1,85 @@
+"""Prefect batch-scoring flow: new reviews scored by ``models:/<name>@champion``, with a drift
+report against the training data, published as a Prefect artifact and written to files.
+
+    python -m pipelines.scoring_flow incoming/ --out scores/2026-11-25
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+try:
+    from pipelines import _prefect_env  # noqa: F401
+except ImportError:  # pragma: no cover - run as a file by a worker
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from pipelines import _prefect_env  # noqa: F401
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from imdb_mlops.config import load_params
+from imdb_mlops.scoring import score
+
+
+@task(task_run_name="score {input_path}")
+def score_reviews(input_path: str, out_dir: str, model: str | None, project_dir: str) -> dict[str, Any]:
+    root = Path(project_dir).resolve()
+    params = load_params(root / "params.yaml")
+    return score(params, Path(input_path), Path(out_dir), model, root / "data" / "raw", project_dir=root)
+
+
+def drift_markdown(report: dict[str, Any], out_dir: str) -> str:
+    drift = report["drift"]
+    lines = [
+        f"# Batch scoring: {report['reviews']:,} reviews",
+        "",
+        f"Model `{report['model_uri']}` (version {report['model_version']}); predictions in `{out_dir}/predictions.parquet`.",
+        "",
+        "| check | reference | current | PSI | status |",
+        "|---|---|---|---|---|",
+        f"| review length (words, median) | {drift['length_words']['reference_median']} | {drift['length_words']['median']} | {drift['length_words']['psi']} | {'**warning**' if drift['length_words'].get('warning') else 'ok'} |",
+        f"| unknown-token rate | {drift['unknown_token_rate']['reference']} | {drift['unknown_token_rate']['current']} | | {'**warning**' if drift['unknown_token_rate'].get('warning') else 'ok'} |",
+        f"| predicted positive share | {drift['predicted_labels']['reference_positive_share']} | {drift['predicted_labels']['positive_share']} | {drift['predicted_labels']['psi']} | {'**warning**' if drift['predicted_labels'].get('warning') else 'ok'} |",
+    ]
+    if report["warnings"]:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in report["warnings"]]
+    return "\n".join(lines) + "\n"
+
+
+@flow(name="imdb-scoring", validate_parameters=True)
+def scoring_flow(
+    input_path: str,
+    out_dir: str | None = None,
+    model: str | None = None,
+    project_dir: str = ".",
+) -> dict[str, Any]:
+    """Score ``input_path`` with the champion (or ``model``); drift report as artifact and file."""
+    logger = get_run_logger()
+    root = Path(project_dir).resolve()
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = out_dir or str(root / "scores" / stamp)
+    report = score_reviews(input_path, out, model, str(root))
+    for warning in report["warnings"]:
+        logger.warning("drift: %s", warning)
+    create_markdown_artifact(key="imdb-scoring-drift", markdown=drift_markdown(report, out), description="Drift report")
+    return {**report, "out_dir": out}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run the scoring flow once, locally.")
+    parser.add_argument("input_path")
+    parser.add_argument("--out")
+    parser.add_argument("--model", "-m")
+    parser.add_argument("--project-dir", default=".")
+    args = parser.parse_args(argv)
+    result = scoring_flow(input_path=args.input_path, out_dir=args.out, model=args.model, project_dir=args.project_dir)
+    print(json.dumps(result, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""What the Prefect training flow needs from DVC, without Prefect: the stage order (read from
+``dvc.yaml`` through DVC's own graph), param overrides applied the way ``dvc exp run -S`` applies
+them, one stage reproduced with ``dvc repro --single-item``, and the run summary.
+
+The flow (``pipelines/training_flow.py``) is a thin layer of Prefect tasks over these functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from imdb_mlops.config import PROFILES_DIR, Params, flatten, load_params, read_yaml, with_overrides
+from imdb_mlops.errors import ParamsError, PipelineError
+
+SKIPPED = "didn't change, skipping"
+
+
+class StageFailed(PipelineError):
+    """A DVC stage exited non-zero; the message is the stage's own error line."""
+
+
+@dataclass
+class StageResult:
+    stage: str
+    ran: bool
+    seconds: float
+
+
+def stage_order(project_dir: Path) -> list[str]:
+    """Stage names of ``dvc.yaml`` in dependency order, from DVC's own graph."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    with Repo(str(project_dir)) as repo:
+        graph = repo.index.graph  # edges point from a stage to the stages it depends on
+        return [stage.addressing for stage in reversed(list(nx.topological_sort(graph)))]
+
+
+def resolve_overrides(
+    project_dir: Path, overrides: dict[str, Any], profiles: list[str]
+) -> tuple[dict[str, Any], Params]:
+    """Profiles (``profiles/NAME.yaml``) then explicit dotted-key overrides, validated against the
+    project's params; raises ParamsError (nothing written) on an unknown key or a bad value.
+    Returns the merged overrides and the params they give."""
+    merged: dict[str, Any] = {}
+    for name in profiles:
+        path = project_dir / PROFILES_DIR / f"{name}.yaml"
+        if not path.exists():
+            known = ", ".join(sorted(p.stem for p in (project_dir / PROFILES_DIR).glob("*.yaml")))
+            raise ParamsError(f"profiles: no profile '{name}' ({path} missing; known: {known})")
+        tree = read_yaml(path) or {}
+        if not isinstance(tree, dict):
+            raise ParamsError(f"{path}: must be a mapping of sections")
+        merged.update(flatten(tree))
+    for key, value in overrides.items():
+        if not isinstance(key, str) or not key:
+            raise ParamsError(f"overrides: keys must be dotted param names like 'train.learning_rate' (got {key!r})")
+        merged[key] = value
+    return merged, with_overrides(project_dir / "params.yaml", merged)
+
+
+def apply_overrides(project_dir: Path, overrides: dict[str, Any]) -> None:
+    """Write validated overrides into params.yaml as ``dvc exp run --set-param`` does (DVC's own
+    round-trip YAML writer: comments and order are kept)."""
+    if not overrides:
+        return
+    from dvc.utils.serialize import modify_yaml
+
+    with modify_yaml(str(project_dir / "params.yaml")) as data:
+        for dotted, value in overrides.items():
+            *parents, leaf = dotted.split(".")
+            node = data
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+    load_params(project_dir / "params.yaml")  # still valid as written
+
+
+def check_stage_settings(params: Params, stages: list[str]) -> None:
+    cfg = params.orchestration
+    for key, mapping in (("stage_retries", cfg.stage_retries), ("stage_timeout_s", cfg.stage_timeout_s)):
+        unknown = sorted(set(mapping) - set(stages))
+        if unknown:
+            raise ParamsError(
+                f"params.yaml: orchestration.{key}: unknown stage {', '.join(unknown)} (stages: {', '.join(stages)})"
+            )
+
+
+def stage_settings(params: Params, stage: str) -> dict[str, Any]:
+    cfg = params.orchestration
+    return {
+        "retries": cfg.stage_retries.get(stage, cfg.retries),
+        "retry_delay_seconds": cfg.retry_delay_s,
+        "timeout_seconds": cfg.stage_timeout_s.get(stage, cfg.timeout_s),
+    }
+
+
+def run_stage(stage: str, project_dir: Path, log: Callable[[str], None] = print) -> StageResult:
+    """``dvc repro --single-item <stage>``: runs the stage only if DVC finds it changed, updates
+    ``dvc.lock``; streams its output to ``log``; StageFailed with the stage's error on failure."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # the project's imdb-mlops
+    env.setdefault("DVC_NO_ANALYTICS", "1")
+    began = time.monotonic()
+    process = subprocess.Popen(
+        ["dvc", "repro", "--single-item", stage],
+        cwd=project_dir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        start_new_session=True,  # a timeout or cancel kills the whole stage, not just dvc
+    )
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            line = raw.rstrip("\n").split("\r")[-1]  # progress bars: keep the last redraw
+            if line.strip():
+                lines.append(line)
+                log(line)
+        code = process.wait()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+    if code != 0:
+        raise StageFailed(f"stage '{stage}' failed: {stage_error(lines, code)}")
+    ran = not any(SKIPPED in line for line in lines)
+    return StageResult(stage, ran, round(time.monotonic() - began, 2))
+
+
+def stage_error(lines: list[str], code: int) -> str:
+    """The stage's own one-line error (``error: ...``), else DVC's, else the exit code."""
+    ours = [line for line in lines if line.startswith("error: ")]
+    if ours:
+        return ours[-1].removeprefix("error: ")
+    dvc = [line for line in lines if line.startswith("ERROR: ")]
+    if dvc:
+        return dvc[-1].removeprefix("ERROR: ")
+    return f"exited with {code}" + (f": {lines[-1]}" if lines else "")
+
+
+def tag_training_run(project_dir: Path, overrides: dict[str, Any], flow_run_id: str | None) -> str | None:
+    """Record the flow's overrides and run id on the MLflow training run; its id, if there is one."""
+    path = project_dir / "reports" / "train_run.json"
+    if not path.exists():
+        return None
+    from mlflow import MlflowClient
+
+    from imdb_mlops.tracking import tracking_uri
+
+    run_id = json.loads(path.read_text())["run_id"]
+    client = MlflowClient(tracking_uri=tracking_uri(project_dir))
+    client.set_tag(run_id, "flow.overrides", json.dumps(overrides, sort_keys=True, default=str))
+    if flow_run_id:
+        client.set_tag(run_id, "prefect.flow_run_id", flow_run_id)
+    return run_id
+
+
+def summary_markdown(
+    project_dir: Path, results: list[StageResult], overrides: dict[str, Any], run_id: str | None
+) -> str:
+    """The flow's report: stages, test metrics, registered version and gate decision, MLflow run."""
+    reports = project_dir / "reports"
+    out = ["# IMDB training flow", "", "| stage | ran | seconds |", "|---|---|---|"]
+    out += [f"| {r.stage} | {'ran' if r.ran else 'skipped (unchanged)'} | {r.seconds:.1f} |" for r in results]
+    metrics = _read(reports / "metrics.json")
+    if metrics:
+        out += ["", "## Test metrics", "", "| metric | value |", "|---|---|"]
+        out += [f"| {k} | {metrics[k]:.4f} |" for k in ("accuracy", "f1", "roc_auc", "ece", "log_loss") if k in metrics]
+        if "n" in metrics:
+            out.append(f"| reviews | {metrics['n']} |")
+    registered = _read(reports / "register.json")
+    if registered:
+        gate = registered.get("gate", {})
+        out += ["", "## Registry", ""]
+        out.append(
+            f"- **{registered['model_name']}** version **{registered['version']}** "
+            f"(aliases: {', '.join(registered.get('aliases', [])) or 'none'})"
+        )
+        out.append(f"- gate: **{gate.get('action', '?').replace('_', ' ')}**" + (f" — {gate['reason']}" if "reason" in gate else ""))
+        for key in ("champion_accuracy", "challenger_accuracy", "mcnemar_p_value", "n"):
+            if key in gate:
+                out.append(f"- {key.replace('_', ' ')}: {gate[key]}")
+    out += ["", f"MLflow training run: `{run_id or 'none'}`"]
+    if overrides:
+        out += ["", "Overrides:", ""] + [f"- `{k}` = `{v}`" for k, v in overrides.items()]
+    return "\n".join(out) + "\n"
+
+
+def summary(results: list[StageResult]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in results]
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
