@@ -125,3 +125,67 @@ def save_tiny_distilbert(folder: Path, tokenizer_dir: Path, classifier_labels: i
 @pytest.fixture(scope="session")
 def tiny_distilbert(tmp_path_factory, minilm_path) -> Path:
     return save_tiny_distilbert(tmp_path_factory.mktemp("models") / "tiny-distilbert", minilm_path)
+
+
+TINY_PIPELINE_PARAMS = {
+    "tokenize.max_length": 64,
+    "train.max_steps": 60,
+    "train.eval_strategy": "steps",
+    "train.eval_steps": 30,
+    "train.logging_steps": 10,
+    "train.learning_rate": 2e-3,
+    "evaluate.bootstrap_samples": 200,
+    "tracking.system_metrics": False,
+    "export.latency_samples": 8,
+}
+
+
+def set_params(project: Path, **dotted: object) -> None:
+    """Edit a project's params.yaml (dotted keys) and check it still validates."""
+    import yaml
+
+    from imdb_mlops.config import load_params
+
+    path = project / "params.yaml"
+    tree = yaml.safe_load(path.read_text())
+    for key, value in dotted.items():
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    load_params(path)
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """A real Prefect API (temporary server and database) for every flow run of the session."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def flow_project(tmp_path_factory, prefect_api, tiny_distilbert_classifier):
+    """A fresh copy of the repository built by one run of the Prefect training flow (tiny model,
+    synthetic reviews, the override train.learning_rate=0.002): (project, flow result)."""
+    from pipelines.training_flow import training_flow
+
+    tmp = tmp_path_factory.mktemp("flow")
+    project = make_project_copy(tmp)
+    settings = dict(TINY_PIPELINE_PARAMS)
+    settings.update({"data.source": str(write_hub_layout(tmp / "imdb", 320, 160)), "model.name": str(tiny_distilbert_classifier)})
+    settings["train.learning_rate"] = 1e-3
+    set_params(project, **settings)
+    run(["git", "commit", "-qam", "tiny params"], project)
+    result = training_flow(overrides={"train.learning_rate": 0.002}, project_dir=str(project))
+    return project, result
+
+
+@pytest.fixture(scope="session")
+def tiny_distilbert_classifier(tmp_path_factory, minilm_path) -> Path:
+    return save_tiny_distilbert(tmp_path_factory.mktemp("models") / "tiny-classifier", minilm_path, classifier_labels=2)

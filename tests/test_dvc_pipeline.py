@@ -11,23 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imdb_mlops.config import load_params
-from tests.conftest import REPO_ROOT, make_project_copy, run, write_hub_layout
+from tests.conftest import REPO_ROOT, make_project_copy, run, set_params, write_hub_layout
 
 pytestmark = pytest.mark.slow
-
-
-def set_params(project: Path, **dotted: object) -> None:
-    path = project / "params.yaml"
-    tree = yaml.safe_load(path.read_text())
-    for key, value in dotted.items():
-        *parents, leaf = key.split(".")
-        node = tree
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    path.write_text(yaml.safe_dump(tree, sort_keys=False))
-    load_params(path)  # the test's own params must be valid
 
 
 def digests(*folders: Path) -> dict[str, str]:

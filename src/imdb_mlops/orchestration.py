@@ -42,7 +42,7 @@ def stage_order(project_dir: Path) -> list[str]:
 
     with Repo(str(project_dir)) as repo:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
-        return [stage.addressing for stage in reversed(list(nx.topological_sort(graph)))]
+        return [stage.name for stage in reversed(list(nx.topological_sort(graph)))]
 
 
 def resolve_overrides(
