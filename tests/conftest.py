@@ -41,6 +41,20 @@ def write_hub_layout(root: Path, n_train: int = 200, n_test: int = 100) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def _no_leaked_tracking_uri():
+    """mlflow.set_tracking_uri() / set_registry_uri() also set os.environ, which stage
+    subprocesses inherit: each test ends with the values it started with."""
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    before = {name: os.environ.get(name) for name in names}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture
 def hub_layout(tmp_path: Path) -> Path:
     return write_hub_layout(tmp_path / "imdb")
@@ -182,7 +196,9 @@ def flow_project(tmp_path_factory, prefect_api, tiny_distilbert_classifier):
     settings["train.learning_rate"] = 1e-3
     set_params(project, **settings)
     run(["git", "commit", "-qam", "tiny params"], project)
-    result = training_flow(overrides={"train.learning_rate": 0.002}, project_dir=str(project))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the project's own mlflow.db
+        result = training_flow(overrides={"train.learning_rate": 0.002}, project_dir=str(project))
     return project, result
 
 

@@ -103,3 +103,16 @@ def test_psi_is_zero_for_equal_distributions_and_grows_with_shift():
     assert psi(same, same) == pytest.approx(0.0)
     shifted = length_shares(np.array([35] * 100), edges)
     assert psi(same, shifted) > ScoringConfig().psi_warning
+
+
+def test_score_command_prints_the_drift_table(scoring_env, tmp_path):
+    from tests.conftest import run_cli
+
+    project, _ = scoring_env
+    make_reviews(30, seed=9)[["text"]].to_csv(tmp_path / "new.csv", index=False)
+    proc = run_cli("score", str(tmp_path / "new.csv"), "--out", str(tmp_path / "out"), cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    assert "30 reviews scored with models:/imdb-sentiment@champion (version 1)" in proc.stderr.replace("\n", " ")
+    assert (tmp_path / "out" / "predictions.parquet").is_file()
+    missing = run_cli("score", str(tmp_path / "nothing.csv"), cwd=project)
+    assert missing.returncode == 1 and "nothing.csv: no such file or folder" in missing.stderr

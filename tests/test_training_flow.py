@@ -59,6 +59,7 @@ def test_second_run_skips_every_stage(flow_project):
     from pipelines.training_flow import training_flow
 
     project, first = flow_project
+    assert "MLFLOW_TRACKING_URI" not in os.environ, os.environ["MLFLOW_TRACKING_URI"]
     result = training_flow(project_dir=str(project))
     assert [s["ran"] for s in result["stages"]] == [False] * len(STAGES)
     assert result["version"] == first["version"] and result["mlflow_run_id"] == first["mlflow_run_id"]

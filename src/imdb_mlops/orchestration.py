@@ -163,8 +163,10 @@ def tag_training_run(project_dir: Path, overrides: dict[str, Any], flow_run_id: 
 
     from imdb_mlops.tracking import tracking_uri
 
-    run_id = json.loads(path.read_text())["run_id"]
-    client = MlflowClient(tracking_uri=tracking_uri(project_dir))
+    info = json.loads(path.read_text())
+    run_id = info["run_id"]
+    # The store the train stage wrote to (recorded in the run file), whatever the environment says now.
+    client = MlflowClient(tracking_uri=info.get("tracking_uri") or tracking_uri(project_dir))
     client.set_tag(run_id, "flow.overrides", json.dumps(overrides, sort_keys=True, default=str))
     if flow_run_id:
         client.set_tag(run_id, "prefect.flow_run_id", flow_run_id)

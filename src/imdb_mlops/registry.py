@@ -403,8 +403,7 @@ def connect(params: Params, project_dir: Path = Path(".")) -> Any:
 
     uri = tracking_uri(project_dir)
     ensure_tracking_reachable(uri, params.tracking.timeout_s)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    mlflow.set_tracking_uri(uri)  # the registry follows the tracking URI
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
