@@ -197,7 +197,7 @@ def flow_project(tmp_path_factory, prefect_api, tiny_distilbert_classifier):
     set_params(project, **settings)
     run(["git", "commit", "-qam", "tiny params"], project)
     with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the project's own mlflow.db
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")  # the project's own store
         result = training_flow(overrides={"train.learning_rate": 0.002}, project_dir=str(project))
     return project, result
 

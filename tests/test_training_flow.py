@@ -26,6 +26,14 @@ pytestmark = pytest.mark.slow
 STAGES = ["ingest", "tokenize", "train", "evaluate", "export", "register"]
 
 
+@pytest.fixture(autouse=True)
+def project_store(request, monkeypatch):
+    """Flow runs use the project's own MLflow store unless a test points elsewhere."""
+    if "flow_project" in request.fixturenames:
+        project, _ = request.getfixturevalue("flow_project")
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
+
+
 def test_stage_order_comes_from_dvc_yaml():
     assert stage_order(REPO_ROOT) == STAGES
 
@@ -59,7 +67,6 @@ def test_second_run_skips_every_stage(flow_project):
     from pipelines.training_flow import training_flow
 
     project, first = flow_project
-    assert "MLFLOW_TRACKING_URI" not in os.environ, os.environ["MLFLOW_TRACKING_URI"]
     result = training_flow(project_dir=str(project))
     assert [s["ran"] for s in result["stages"]] == [False] * len(STAGES)
     assert result["version"] == first["version"] and result["mlflow_run_id"] == first["mlflow_run_id"]
