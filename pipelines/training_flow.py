@@ -1,7 +1,8 @@
 """Prefect training flow: one task per DVC stage, in the order of DVC's own graph.
 
 Each task runs ``dvc repro --single-item <stage>``, so ``dvc.lock`` stays the record and unchanged
-stages are skipped exactly as ``dvc repro`` skips them. Flow parameters override params the way
+stages are skipped exactly as ``dvc repro`` skips them; a stage that ``dvc status`` finds unchanged,
+with nothing upstream changed or re-run, is marked skipped without starting DVC at all. Flow parameters override params the way
 ``dvc exp run --set-param`` does (validated first; written into params.yaml, which DVC tracks), and
 the run records them (Prefect artifact, MLflow training-run tags). Retries and timeouts per stage
 come from ``orchestration.*`` in params.yaml. The flow ends with the register stage's promotion
@@ -34,7 +35,9 @@ from imdb_mlops.config import load_params
 from imdb_mlops.orchestration import (
     StageResult,
     apply_overrides,
+    changed_stages,
     check_stage_settings,
+    needs_dvc,
     resolve_overrides,
     run_stage,
     stage_order,
@@ -42,6 +45,7 @@ from imdb_mlops.orchestration import (
     summary,
     summary_markdown,
     tag_training_run,
+    upstream,
 )
 
 
@@ -92,9 +96,15 @@ def training_flow(
     if applied:
         logger.info("params overridden: %s", json.dumps(applied, default=str))
     params = load_params(root / "params.yaml")
-    results = []
+    changed, ancestors = changed_stages(root), upstream(root)
+    results: list[StageResult] = []
     for stage in stages:
-        results.append(reproduce_stage.with_options(**stage_settings(params, stage))(stage, str(root)))
+        ran = {r.stage for r in results if r.ran}
+        if needs_dvc(stage, changed, ancestors[stage], ran):
+            results.append(reproduce_stage.with_options(**stage_settings(params, stage))(stage, str(root)))
+        else:
+            logger.info("stage %s up to date (dvc status): skipped", stage)
+            results.append(StageResult(stage, ran=False, seconds=0.0))
     run_id = tag_training_run(root, applied, str(flow_run.id) if flow_run.id else None)
     markdown = summary_markdown(root, results, applied, run_id)
     create_markdown_artifact(key="imdb-training-summary", markdown=markdown, description="Stages, metrics, registry")

@@ -18,7 +18,7 @@ import requests
 import yaml
 
 from imdb_mlops.errors import ParamsError
-from imdb_mlops.orchestration import stage_error, stage_order
+from imdb_mlops.orchestration import needs_dvc, stage_error, stage_order, upstream
 from tests.conftest import REPO_ROOT, cli_env, run
 from tests.test_registry import free_port, wait_for
 
@@ -36,6 +36,12 @@ def project_store(request, monkeypatch):
 
 def test_stage_order_comes_from_dvc_yaml():
     assert stage_order(REPO_ROOT) == STAGES
+    ancestors = upstream(REPO_ROOT)
+    assert ancestors["ingest"] == set() and ancestors["register"] >= {"ingest", "train", "export"}
+    assert not needs_dvc("evaluate", set(), ancestors["evaluate"], set())
+    assert needs_dvc("evaluate", {"train"}, ancestors["evaluate"], set())
+    assert needs_dvc("evaluate", set(), ancestors["evaluate"], {"tokenize"})
+    assert needs_dvc("register", {"register"}, ancestors["register"], set())
 
 
 def test_full_run_reproduces_every_stage_and_leaves_dvc_up_to_date(flow_project):

@@ -45,6 +45,31 @@ def stage_order(project_dir: Path) -> list[str]:
         return [stage.name for stage in reversed(list(nx.topological_sort(graph)))]
 
 
+def changed_stages(project_dir: Path) -> set[str]:
+    """Stages DVC's status finds changed (in-process, one pass over the whole graph)."""
+    from dvc.repo import Repo
+
+    with Repo(str(project_dir)) as repo:
+        return {name.split(":")[-1] for name in repo.status()}
+
+
+def upstream(project_dir: Path) -> dict[str, set[str]]:
+    """Every stage's ancestors in DVC's graph."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    with Repo(str(project_dir)) as repo:
+        graph = repo.index.graph
+        return {stage.name: {s.name for s in nx.descendants(graph, stage)} for stage in graph.nodes}
+
+
+def needs_dvc(stage: str, changed: set[str], ancestors: set[str], ran: set[str]) -> bool:
+    """Whether ``dvc repro`` could do anything for ``stage``: it changed by itself, or a stage
+    upstream of it changed or ran in this flow. Otherwise DVC would skip it: so does the flow,
+    without starting DVC (a no-op flow costs one ``dvc status``, not one DVC start per stage)."""
+    return stage in changed or bool(ancestors & (changed | ran))
+
+
 def resolve_overrides(
     project_dir: Path, overrides: dict[str, Any], profiles: list[str]
 ) -> tuple[dict[str, Any], Params]:
