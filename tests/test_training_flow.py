@@ -159,6 +159,28 @@ def test_a_stage_that_fails_for_good_fails_the_flow_with_its_message(flow_projec
     assert "registry.variant: 'fp16' was not shipped" in received[0]["message"]
 
 
+def test_a_stage_past_its_timeout_is_stopped_with_its_processes(flow_project):
+    from pipelines.training_flow import training_flow
+
+    project, _ = flow_project
+    before = (project / "params.yaml").read_text()
+    try:
+        state = training_flow(
+            overrides={"registry.min_improvement": 0.005, "orchestration.retries": 0,
+                       "orchestration.stage_timeout_s": {"register": 2}},
+            project_dir=str(project),
+            return_state=True,
+        )
+    finally:
+        (project / "params.yaml").write_text(before)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="timed out after 2"):
+        state.result()
+    time.sleep(1)
+    leftovers = subprocess.run(["pgrep", "-f", "imdb-mlops register"], capture_output=True, text=True).stdout.split()
+    assert leftovers == [], leftovers
+
+
 def test_bad_overrides_and_unknown_flow_parameters_change_nothing(flow_project):
     from pipelines.training_flow import training_flow
 
