@@ -60,8 +60,7 @@ def main() -> None:
 
     from imdb_mlops.cli import offline_model_path
     from imdb_mlops.config import load_params
-    from imdb_mlops.registry import connect, load_pyfunc
-    from imdb_mlops.scoring import predict_in_chunks
+    from imdb_mlops.registry import connect, load_pyfunc, predict_chunked
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -100,7 +99,7 @@ def main() -> None:
 
             def direct() -> None:
                 pyfunc = load_pyfunc(f"models:/{params.registry.model_name}@champion")
-                predict_in_chunks(pyfunc, reviews["text"].tolist(), params.registry.max_texts_per_request, params.registry.max_text_chars)
+                predict_chunked(pyfunc, reviews["text"].tolist(), params.registry.max_texts_per_request, params.registry.max_text_chars)
 
             direct()  # warm-up: imports, model download from the store
             direct_s = statistics.median(timed(direct) for _ in range(args.repeats))

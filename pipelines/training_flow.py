@@ -40,12 +40,11 @@ from imdb_mlops.orchestration import (
     needs_dvc,
     resolve_overrides,
     run_stage,
-    stage_order,
+    stage_graph,
     stage_settings,
     summary,
     summary_markdown,
     tag_training_run,
-    upstream,
 )
 
 
@@ -90,13 +89,13 @@ def training_flow(
     logger = get_run_logger()
     root = Path(project_dir).resolve()
     applied, planned = resolve_overrides(root, overrides or {}, profiles or [])  # errors before any write
-    stages = stage_order(root)
+    stages, ancestors = stage_graph(root)
     check_stage_settings(planned, stages)
     apply_overrides(root, applied)
     if applied:
         logger.info("params overridden: %s", json.dumps(applied, default=str))
     params = load_params(root / "params.yaml")
-    changed, ancestors = changed_stages(root), upstream(root)
+    changed = changed_stages(root)
     results: list[StageResult] = []
     for stage in stages:
         ran = {r.stage for r in results if r.ran}

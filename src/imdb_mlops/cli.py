@@ -293,9 +293,7 @@ def predict(
     loaded = load_params(params)
     connect(loaded)
     uri = resolve_model_uri(model, loaded.registry.model_name)
-    limit = loaded.registry.max_texts_per_request
-    frames = [predict_texts(uri, items[i : i + limit]) for i in range(0, len(items), limit)]
-    rows = [row for frame in frames for row in frame.to_dict("records")]
+    rows = predict_texts(uri, items, loaded.registry.max_texts_per_request).to_dict("records")
     if as_json:
         for text, row in zip(items, rows, strict=True):
             typer.echo(json.dumps({"text": text, **{k: _plain(v) for k, v in row.items()}}))

@@ -35,14 +35,25 @@ class StageResult:
     seconds: float
 
 
-def stage_order(project_dir: Path) -> list[str]:
-    """Stage names of ``dvc.yaml`` in dependency order, from DVC's own graph."""
+def stage_graph(project_dir: Path) -> tuple[list[str], dict[str, set[str]]]:
+    """Stage names of ``dvc.yaml`` in dependency order, and each stage's ancestors, from DVC's own
+    graph (read once)."""
     import networkx as nx
     from dvc.repo import Repo
 
     with Repo(str(project_dir)) as repo:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
-        return [stage.name for stage in reversed(list(nx.topological_sort(graph)))]
+        order = [stage.name for stage in reversed(list(nx.topological_sort(graph)))]
+        ancestors = {stage.name: {s.name for s in nx.descendants(graph, stage)} for stage in graph.nodes}
+    return order, ancestors
+
+
+def stage_order(project_dir: Path) -> list[str]:
+    return stage_graph(project_dir)[0]
+
+
+def upstream(project_dir: Path) -> dict[str, set[str]]:
+    return stage_graph(project_dir)[1]
 
 
 def changed_stages(project_dir: Path) -> set[str]:
@@ -51,16 +62,6 @@ def changed_stages(project_dir: Path) -> set[str]:
 
     with Repo(str(project_dir)) as repo:
         return {name.split(":")[-1] for name in repo.status()}
-
-
-def upstream(project_dir: Path) -> dict[str, set[str]]:
-    """Every stage's ancestors in DVC's graph."""
-    import networkx as nx
-    from dvc.repo import Repo
-
-    with Repo(str(project_dir)) as repo:
-        graph = repo.index.graph
-        return {stage.name: {s.name for s in nx.descendants(graph, stage)} for stage in graph.nodes}
 
 
 def needs_dvc(stage: str, changed: set[str], ancestors: set[str], ran: set[str]) -> bool:

@@ -363,16 +363,25 @@ def mcnemar_p_value(only_new: int, only_old: int) -> float:
 
 def predict_labels(model_uri: str, texts: list[str], cfg: RegistryConfig, what: str) -> np.ndarray:
     """0/1 predictions of a registered model (the served pyfunc itself) on ``texts``."""
-    model = load_pyfunc(model_uri)
-    out = []
-    step = cfg.max_texts_per_request
+    frame = predict_chunked(load_pyfunc(model_uri), texts, cfg.max_texts_per_request, cfg.max_text_chars, what)
+    return (frame["label"] == LABELS[1]).to_numpy().astype(int)
+
+
+def predict_chunked(
+    model: Any, texts: list[str], chunk: int, truncate_chars: int | None = None, what: str = "reviews"
+) -> pd.DataFrame:
+    """Predictions in requests of at most ``chunk`` texts (the served model's limit), with a progress
+    bar; ``truncate_chars`` cuts over-long reviews to their start instead of having them refused."""
+    frames = []
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"Scoring {what}", total=len(texts))
-        for start in range(0, len(texts), step):
-            chunk = [t[: cfg.max_text_chars] for t in texts[start : start + step]]
-            out.append((model.predict(pd.DataFrame({"text": chunk}))["label"] == LABELS[1]).to_numpy().astype(int))
-            progress.advance(task, len(chunk))
-    return np.concatenate(out) if out else np.zeros(0, dtype=int)
+        for start in range(0, len(texts), chunk):
+            part = texts[start : start + chunk]
+            if truncate_chars is not None:
+                part = [t[:truncate_chars] for t in part]
+            frames.append(model.predict(pd.DataFrame({"text": part})))
+            progress.advance(task, len(part))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["label", "probability", "positive_probability"])
 
 
 def _record_decision(client: Any, name: str, model_version: str, run_id: str, decision: dict[str, Any]) -> None:
@@ -557,13 +566,13 @@ def load_pyfunc(model_uri: str) -> Any:
         raise PipelineError(f"{model_uri}: cannot load the model: {str(exc).splitlines()[0][:200]}") from None
 
 
-def predict_texts(model_uri: str, texts: list[str]) -> pd.DataFrame:
-    """Label and probability per text, from a registered (or any pyfunc) model."""
+def predict_texts(model_uri: str, texts: list[str], chunk: int) -> pd.DataFrame:
+    """Label and probability per text, from a registered (or any pyfunc) model loaded once."""
     from mlflow.exceptions import MlflowException
 
     model = load_pyfunc(model_uri)
     try:
-        return model.predict(pd.DataFrame({"text": texts}))
+        return predict_chunked(model, texts, chunk)
     except MlflowException as exc:
         raise PipelineError(f"predict: {exc.message.splitlines()[-1]}") from None
 

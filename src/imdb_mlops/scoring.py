@@ -93,7 +93,7 @@ def score(
 ) -> dict[str, Any]:
     """Score ``input_path`` with the registered model; write predictions and the drift report.
     ``project_dir`` locates the default tracking store (``mlflow.db``) when no URI is set."""
-    from imdb_mlops.registry import connect, load_pyfunc, resolve_model_uri
+    from imdb_mlops.registry import connect, load_pyfunc, predict_chunked, resolve_model_uri
 
     cfg = params.scoring
     reviews = read_new_reviews(input_path, cfg.text_column)
@@ -102,7 +102,10 @@ def score(
     uri = resolve_model_uri(model_ref, params.registry.model_name)
     version = _version_of(uri, params, client)  # a clear error when there is no such version or alias yet
     model = load_pyfunc(uri)
-    predictions = predict_in_chunks(model, reviews["text"].tolist(), params.registry.max_texts_per_request, params.registry.max_text_chars)
+    # over-long reviews are scored on their start rather than refused
+    predictions = predict_chunked(
+        model, reviews["text"].tolist(), params.registry.max_texts_per_request, params.registry.max_text_chars
+    )
     scored = pd.concat([reviews, predictions], axis=1)
     tokenizer = model.unwrap_python_model().tokenizer
     report = {
@@ -119,19 +122,6 @@ def score(
         write_json(tmp / "drift.json", report)
     _print_report(report)
     return report
-
-
-def predict_in_chunks(model: Any, texts: list[str], chunk: int, max_chars: int) -> pd.DataFrame:
-    from rich.progress import Progress
-
-    frames = []
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("Scoring", total=len(texts))
-        for start in range(0, len(texts), chunk):
-            part = [t[:max_chars] for t in texts[start : start + chunk]]  # over-long reviews: scored on their start
-            frames.append(model.predict(pd.DataFrame({"text": part})))
-            progress.advance(task, len(part))
-    return pd.concat(frames, ignore_index=True)
 
 
 def _reference(raw_dir: Path, cfg: ScoringConfig, seed: int) -> pd.DataFrame:
