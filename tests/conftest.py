@@ -136,6 +136,46 @@ def save_tiny_distilbert(folder: Path, tokenizer_dir: Path, classifier_labels: i
     return folder
 
 
+def save_tiny_gpt2(folder: Path, n_positions: int = 256, **config) -> Path:
+    """A tiny GPT-2 built from a config with a small byte-level BPE vocabulary (learned from
+    synthetic reviews), saved like a real checkpoint: weights as safetensors, tokenizer beside them."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    torch.manual_seed(0)
+    bpe = ByteLevelBPETokenizer()
+    texts = make_reviews(400, seed=7)["text"].tolist()
+    bpe.train_from_iterator(texts, vocab_size=400, min_frequency=2, special_tokens=["<|endoftext|>"], show_progress=False)
+    eos = "<|endoftext|>"
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=eos, eos_token=eos, unk_token=eos)
+    settings = {"vocab_size": len(tokenizer), "n_positions": n_positions, "n_embd": 32, "n_layer": 2, "n_head": 2,
+                "bos_token_id": tokenizer.eos_token_id, "eos_token_id": tokenizer.eos_token_id}
+    settings.update(config)
+    GPT2LMHeadModel(GPT2Config(**settings)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    return save_tiny_gpt2(tmp_path_factory.mktemp("models") / "tiny-gpt2")
+
+
+# Generation settings that keep the generate stage to seconds with a tiny GPT-2.
+TINY_GENERATION_PARAMS = {
+    "generation.finetune.max_steps": 6,
+    "generation.finetune.train_samples": 64,
+    "generation.finetune.block_size": 64,
+    "generation.finetune.logging_steps": 2,
+    "generation.finetune.learning_rate": 3e-3,
+    "generation.samples_per_sentiment": 4,
+    "generation.perplexity_samples": 16,
+    "generation.decoding.max_new_tokens": 12,
+    "generation.decoding.batch_size": 4,
+}
+
+
 @pytest.fixture(scope="session")
 def tiny_distilbert(tmp_path_factory, minilm_path) -> Path:
     return save_tiny_distilbert(tmp_path_factory.mktemp("models") / "tiny-distilbert", minilm_path)

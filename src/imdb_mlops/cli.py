@@ -260,6 +260,86 @@ def registry_lineage(
     _wide_console().print(table)
 
 
+@app.command("build-generator")
+@handles_errors
+def build_generator(
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    raw: Annotated[Path, typer.Option(help="Ingested splits.")] = Path("data/raw"),
+    classifier: Annotated[Path, typer.Option(help="The trained classifier (scores the reviews).")] = Path(
+        "models/classifier"
+    ),
+    out: Annotated[Path, typer.Option(help="Folder for the fine-tuned generator.")] = Path("models/generator"),
+    report: Annotated[Path, typer.Option(help="DVC metrics file.")] = Path("reports/generation.json"),
+    samples: Annotated[Path, typer.Option(help="Generated reviews, one JSON object per line.")] = Path(
+        "reports/generated.jsonl"
+    ),
+    run_file: Annotated[Path, typer.Option(help="The classifier's MLflow run file (lineage).")] = Path(
+        "reports/train_run.json"
+    ),
+) -> None:
+    """The generate stage: fine-tune generation.model with control codes, generate, score, register."""
+    from imdb_mlops.generation import generate as run
+
+    run(load_params(params), raw, classifier, out, report, samples, run_file)
+
+
+@app.command()
+@handles_errors
+def generate(
+    sentiment: Annotated[str, typer.Option("--sentiment", "-s", help="positive or negative.")],
+    prompt: Annotated[str, typer.Option("--prompt", help="How the review starts (may be empty).")] = "",
+    num: Annotated[int, typer.Option("--num", "-n", min=1, max=64, help="Reviews to generate.")] = 3,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="champion (default), @alias, a version number, or a models:/ URI."),
+    ] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Default: generation.decoding.max_new_tokens.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature (> 0).")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass, in (0, 1].")] = None,
+    greedy: Annotated[bool, typer.Option("--greedy", help="Greedy decoding instead of sampling.")] = False,
+    seed: Annotated[int | None, typer.Option(help="Random seed (same seed, same reviews).")] = None,
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Write reviews with the registered generator, e.g. imdb-mlops generate -s positive --prompt "This movie"."""
+    import json
+
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+    from rich.panel import Panel
+
+    from imdb_mlops.registry import connect, load_pyfunc, resolve_model_uri
+    from imdb_mlops.textgen import GenerationRequestError, check_sentiment
+
+    try:
+        check_sentiment(sentiment)
+    except GenerationRequestError as exc:
+        raise PipelineError(f"--{exc}") from None
+    loaded = load_params(params)
+    connect(loaded)
+    uri = resolve_model_uri(model, loaded.generation.registered_model)
+    overrides = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
+    request_params = {k: v for k, v in overrides.items() if v is not None}
+    if greedy:
+        request_params["strategy"] = "greedy"
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    generator = load_pyfunc(uri)
+    try:
+        rows = generator.predict(pd.DataFrame({"prompt": [prompt] * num, "sentiment": [sentiment] * num}), params=request_params)
+    except MlflowException as exc:
+        raise PipelineError(f"generate: {exc.message.splitlines()[-1]}") from None
+    if as_json:
+        for row in rows.to_dict("records"):
+            typer.echo(json.dumps(row, ensure_ascii=False))
+        return
+    out = Console()
+    colour = "green" if sentiment == "positive" else "red"
+    for index, text in enumerate(rows["text"], start=1):
+        out.print(Panel(text.strip() or "(empty)", title=f"[{colour}]{sentiment}[/] review {index}/{num}", subtitle=uri))
+
+
 @app.command()
 @handles_errors
 def predict(

@@ -215,6 +215,86 @@ class ScoringConfig(_Section):
     reference_samples: int = Field(2000, ge=10)  # training reviews drawn for the reference
 
 
+class ScratchGeneratorConfig(_Section):
+    """``generation.model: scratch``: a GPT-2 built from this config, with a byte-level BPE
+    vocabulary trained on the training reviews. For offline runs; it learns far less than gpt2."""
+
+    vocab_size: int = Field(8000, ge=300, le=100_000)
+    n_layer: int = Field(4, ge=1, le=48)
+    n_head: int = Field(4, ge=1, le=64)
+    n_embd: int = Field(256, ge=8, le=4096)
+    n_positions: int = Field(512, ge=16, le=8192)
+    tokenizer_samples: int = Field(20_000, ge=10)  # training reviews the vocabulary is learned from
+
+    @field_validator("n_embd")
+    @classmethod
+    def _divisible(cls, value: int, info: Any) -> int:
+        heads = info.data.get("n_head")
+        if heads and value % heads:
+            raise ValueError(f"must be a multiple of n_head ({heads}) (got {value})")
+        return value
+
+
+class GeneratorFinetuneConfig(_Section):
+    """Causal-LM fine-tuning on IMDB reviews, each prefixed with its sentiment control code."""
+
+    enabled: bool = True
+    max_steps: int = Field(1000, ge=1)
+    learning_rate: float = Field(5e-5, gt=0, lt=1)
+    per_device_train_batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    block_size: int = Field(256, ge=8, le=8192)  # tokens per training review; longer ones are cut
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    train_samples: int | None = Field(20_000, ge=2)  # labelled train reviews (stratified); null = all
+    # Reviews from the source's unlabelled split (50,000 in IMDB), trained on without a control code.
+    unlabelled_samples: int = Field(0, ge=0)
+    save_steps: int = Field(500, ge=1)  # resumable checkpoints (models/checkpoints/generator-*)
+    logging_steps: int = Field(50, ge=1)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+
+
+class DecodingConfig(_Section):
+    """How reviews are generated (transformers ``generate``; KV cache on)."""
+
+    strategy: Literal["sample", "greedy"] = "sample"
+    temperature: float = Field(0.9, ge=0)
+    top_k: int = Field(50, ge=0)  # 0 = off
+    top_p: float = Field(0.95, gt=0, le=1)
+    repetition_penalty: float = Field(1.2, gt=0)
+    max_new_tokens: int = Field(120, ge=1)
+    seed: int = Field(42, ge=0)
+    batch_size: int = Field(16, ge=1)  # prompts generated together (left-padded)
+
+    @field_validator("temperature")
+    @classmethod
+    def _positive_when_sampling(cls, value: float, info: Any) -> float:
+        if info.data.get("strategy", "sample") == "sample" and value <= 0:
+            raise ValueError(f"must be > 0 when strategy is sample (got {value!r}); use strategy greedy instead")
+        return value
+
+
+class GenerationConfig(_Section):
+    """Generate stage: GPT-2 with sentiment control codes, scored by the trained classifier."""
+
+    model: str = Field("gpt2", min_length=1)  # hub id, local folder, or "scratch"
+    scratch: ScratchGeneratorConfig = ScratchGeneratorConfig()
+    finetune: GeneratorFinetuneConfig = GeneratorFinetuneConfig()
+    decoding: DecodingConfig = DecodingConfig()
+    # Each generated review starts from its control code and one of these prompts, in turn.
+    prompts: list[str] = Field(default_factory=lambda: ["", "This movie", "I watched this film", "The acting"])
+    samples_per_sentiment: int = Field(50, ge=1)
+    perplexity_samples: int = Field(200, ge=1)  # held-out (validation) reviews
+    registered_model: str = Field("imdb-review-generator", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+    @field_validator("prompts")
+    @classmethod
+    def _some_prompts(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError('must list at least one prompt ("" = the control code alone)')
+        return value
+
+
 class Params(_Section):
     """The whole of params.yaml."""
 
@@ -230,6 +310,7 @@ class Params(_Section):
     registry: RegistryConfig = RegistryConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
     scoring: ScoringConfig = ScoringConfig()
+    generation: GenerationConfig = GenerationConfig()
 
     def flat(self) -> dict[str, Any]:
         """Dotted keys -> values, e.g. ``{"train.learning_rate": 5e-05}`` (for MLflow)."""

@@ -251,8 +251,13 @@ def _log_and_register(
 
 
 def _requirements() -> list[str]:
+    return _requirements_of(SERVING_REQUIREMENTS)
+
+
+def _requirements_of(packages: tuple[str, ...]) -> list[str]:
+    """``package==installed version`` pins for a logged model's environment."""
     pins = []
-    for package in SERVING_REQUIREMENTS:
+    for package in packages:
         try:
             pins.append(f"{package}=={version(package)}")
         except PackageNotFoundError:

@@ -29,7 +29,7 @@ from mlflow.pyfunc import PythonModel
 from imdb_mlops.truncation import cut
 
 # The signature is logged explicitly; MLflow's advice to derive one from type hints is noise here.
-warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method.*")
+warnings.filterwarnings("ignore", message=r"(?s).*Add type hints to the `predict` method")
 
 
 class RequestRejected(MlflowException):

@@ -1,0 +1,258 @@
+"""The generate stage on a tiny GPT-2 and a tiny classifier built from configs: fine-tuning,
+generation, scoring, the MLflow run and registry, the `generate` command, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from imdb_mlops.config import Params, set_dotted, validate_params
+from imdb_mlops.errors import ParamsError, PipelineError
+from imdb_mlops.generation import (
+    control_accuracy,
+    distinct_n,
+    generation_requests,
+    load_generator,
+    read_unlabelled,
+    sample_records,
+    score_texts,
+    training_texts,
+)
+from imdb_mlops.textgen import CONTROL_CODES
+from tests.conftest import REPO_ROOT, TINY_GENERATION_PARAMS, make_reviews, run_cli, set_params, write_hub_layout
+
+STAGE_ARGS = (
+    "build-generator", "--raw", "data/raw", "--classifier", "models/classifier", "--out", "models/generator",
+    "--report", "reports/generation.json", "--samples", "reports/generated.jsonl", "--run-file", "reports/train_run.json",
+)  # fmt: skip
+
+
+def tiny_params(**extra: object) -> Params:
+    tree: dict = {}
+    for key, value in {**TINY_GENERATION_PARAMS, "tokenize.max_length": 64, **extra}.items():
+        set_dotted(tree, key, value)
+    return validate_params(tree)
+
+
+def make_project(root: Path, tiny_gpt2: Path, classifier: Path) -> Path:
+    """data/raw, a trained-classifier folder and params.yaml pointing at the tiny GPT-2."""
+    (root / "data" / "raw").mkdir(parents=True)
+    make_reviews(200, seed=1).to_parquet(root / "data" / "raw" / "train.parquet")
+    make_reviews(40, seed=2).to_parquet(root / "data" / "raw" / "validation.parquet")
+    shutil.copytree(classifier, root / "models" / "classifier")
+    shutil.copy(REPO_ROOT / "params.yaml", root / "params.yaml")
+    set_params(root, **TINY_GENERATION_PARAMS, **{"generation.model": str(tiny_gpt2), "tokenize.max_length": 64,
+                                                  "tracking.system_metrics": False})  # fmt: skip
+    return root
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory, tiny_gpt2, tiny_distilbert_classifier) -> Path:
+    project = make_project(tmp_path_factory.mktemp("generate"), tiny_gpt2, tiny_distilbert_classifier)
+    proc = run_cli(*STAGE_ARGS, cwd=project)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return project
+
+
+def client_of(project: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+
+
+# --- the stage ---------------------------------------------------------------------------
+
+
+def test_stage_writes_scored_reviews_and_metrics(generated: Path):
+    report = json.loads((generated / "reports" / "generation.json").read_text())
+    samples = [json.loads(line) for line in (generated / "reports" / "generated.jsonl").read_text().splitlines()]
+    assert report["n"] == len(samples) == 2 * TINY_GENERATION_PARAMS["generation.samples_per_sentiment"]
+    assert {s["sentiment"] for s in samples} == {"positive", "negative"}
+    for sample in samples:
+        assert sample["control_code"] == CONTROL_CODES[sample["sentiment"]]
+        assert sample["text"].startswith(sample["prompt"])
+        assert 0.5 <= sample["classifier_probability"] <= 1.0
+        assert sample["on_target"] == (sample["classifier_label"] == sample["sentiment"])
+    assert report["control_accuracy"] == pytest.approx(np.mean([s["on_target"] for s in samples]), abs=1e-4)
+    assert 0 < report["distinct_1"] <= report["distinct_2"] <= 1
+    # a few fine-tuning steps at a high learning rate lower the held-out perplexity
+    assert report["training"]["steps"] == TINY_GENERATION_PARAMS["generation.finetune.max_steps"]
+    assert report["perplexity_after"] < report["perplexity_before"]
+    assert report["new_tokens"] > 0
+
+
+def test_stage_scores_each_review_as_the_classifier_does_alone(generated: Path, tiny_distilbert_classifier: Path):
+    """The label and probability on each line belong to that line's text (no mix-up of order)."""
+    from imdb_mlops.evaluation import load_trained
+
+    samples = [json.loads(line) for line in (generated / "reports" / "generated.jsonl").read_text().splitlines()]
+    model, tokenizer = load_trained(tiny_distilbert_classifier)
+    params = tiny_params()
+    for sample in samples[:4]:
+        positive = score_texts(params, model, tokenizer, [sample["text"]])[0]
+        expected = positive if sample["classifier_label"] == "positive" else 1 - positive
+        assert sample["classifier_probability"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_generator_is_saved_as_safetensors_with_its_control_codes(generated: Path):
+    from transformers import AutoTokenizer
+
+    folder = generated / "models" / "generator"
+    assert (folder / "model.safetensors").is_file()
+    assert not list(folder.glob("*.bin")) and not list(folder.glob("*.pt"))
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    for code in CONTROL_CODES.values():
+        assert tokenizer.convert_tokens_to_ids(code) != tokenizer.unk_token_id
+        assert len(tokenizer(code, add_special_tokens=False)["input_ids"]) == 1
+
+
+def test_run_holds_params_metrics_and_the_samples_table(generated: Path):
+    report = json.loads((generated / "reports" / "generation.json").read_text())
+    client = client_of(generated)
+    run = client.get_run(report["run_id"])
+    assert run.data.params["generation.decoding.top_p"] == "0.95"
+    assert run.data.metrics["control_accuracy"] == pytest.approx(report["control_accuracy"])
+    assert run.data.metrics["perplexity_after"] == pytest.approx(report["perplexity_after"])
+    assert "loss" in run.data.metrics  # the fine-tuning curve
+    table = json.loads(Path(client.download_artifacts(run.info.run_id, "generated_samples.json")).read_text())
+    assert len(table["data"]) == report["n"] and "classifier_label" in table["columns"]
+
+
+def test_first_generator_is_champion_and_the_command_prints_its_reviews(generated: Path):
+    client = client_of(generated)
+    version = client.get_model_version_by_alias("imdb-review-generator", "champion")
+    assert str(version.version) == "1" and version.tags["generation_run_id"]
+    args = ("generate", "--sentiment", "positive", "--prompt", "This movie", "-n", "2", "--seed", "11", "--json")
+    first = run_cli(*args, cwd=generated)
+    assert first.returncode == 0, first.stderr[-2000:]
+    rows = [json.loads(line) for line in first.stdout.splitlines()]
+    assert len(rows) == 2 and all(r["text"].startswith("This movie") and r["sentiment"] == "positive" for r in rows)
+    assert run_cli(*args, cwd=generated).stdout == first.stdout  # same seed, same reviews
+    table = run_cli("generate", "-s", "negative", cwd=generated)
+    assert table.returncode == 0 and "negative review 1/3" in table.stdout
+
+
+def test_generate_command_refuses_bad_requests(generated: Path):
+    unknown = run_cli("generate", "--sentiment", "happy", cwd=generated)
+    assert unknown.returncode == 1 and "--sentiment: 'happy' is unknown (expected one of negative, positive)" in unknown.stderr
+    cold = run_cli("generate", "-s", "positive", "--temperature", "0", cwd=generated)
+    assert cold.returncode == 1 and "temperature: must be > 0 when strategy is sample" in cold.stderr
+    long = run_cli("generate", "-s", "positive", "--max-new-tokens", "5000", cwd=generated)
+    assert long.returncode == 1 and "max_new_tokens: 5000 new tokens" in long.stderr and "context of 256" in long.stderr
+    for proc in (unknown, cold, long):
+        assert "Traceback" not in proc.stderr
+
+
+def test_second_run_registers_a_challenger_and_keeps_the_champion(generated: Path):
+    set_params(generated, **{"generation.decoding.seed": 7})
+    proc = run_cli(*STAGE_ARGS, cwd=generated)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((generated / "reports" / "generation.json").read_text())
+    assert report["version"] == 2 and report["aliases"] == ["challenger"]
+    assert str(client_of(generated).get_model_version_by_alias("imdb-review-generator", "champion").version) == "1"
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+
+def test_max_new_tokens_beyond_the_context_fails_before_any_output(tmp_path, tiny_gpt2, tiny_distilbert_classifier):
+    project = make_project(tmp_path, tiny_gpt2, tiny_distilbert_classifier)
+    set_params(project, **{"generation.decoding.max_new_tokens": 400})
+    proc = run_cli(*STAGE_ARGS, cwd=project)
+    assert proc.returncode == 1
+    assert "error: generation.decoding.max_new_tokens: 400 exceeds the context of" in proc.stderr
+    assert not (project / "reports").exists() and not (project / "models" / "generator").exists()
+
+
+def test_generator_folder_without_tokenizer_is_named(tmp_path, tiny_gpt2):
+    bare = tmp_path / "bare-gpt2"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_gpt2 / name, bare / name)
+    params = tiny_params(**{"generation.model": str(bare)})
+    with pytest.raises(PipelineError, match=r"generation.model: '.*bare-gpt2' has no tokenizer files"):
+        load_generator(params.generation, params, [])
+
+
+def test_encoder_checkpoint_is_not_taken_for_a_generator(tiny_distilbert_classifier):
+    params = tiny_params(**{"generation.model": str(tiny_distilbert_classifier)})
+    with pytest.raises(PipelineError, match="is a distilbert model; a decoder-only causal LM"):
+        load_generator(params.generation, params, [])
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("generation.decoding.temperature", 0, "generation.decoding.temperature: must be > 0 when strategy is sample"),
+        ("generation.decoding.top_p", 1.5, "generation.decoding.top_p: must be <= 1"),
+        ("generation.decoding.top_p", 0.0, "generation.decoding.top_p: must be > 0"),
+        ("generation.decoding.max_new_tokens", 0, "generation.decoding.max_new_tokens: must be >= 1"),
+        ("generation.prompts", [], "generation.prompts: must list at least one prompt"),
+        ("generation.scratch.n_embd", 250, "generation.scratch.n_embd: must be a multiple of n_head"),
+    ],
+)
+def test_bad_generation_params_name_the_key(key, value, message):
+    with pytest.raises(ParamsError, match=message.replace(".", r"\.")):
+        tiny_params(**{key: value})
+
+
+def test_greedy_decoding_accepts_temperature_zero():
+    assert tiny_params(**{"generation.decoding.strategy": "greedy", "generation.decoding.temperature": 0}).generation
+
+
+# --- pieces ------------------------------------------------------------------------------
+
+
+def test_requests_cycle_through_prompts_per_sentiment():
+    params = tiny_params(**{"generation.prompts": ["", "A"], "generation.samples_per_sentiment": 3})
+    assert generation_requests(params.generation) == [
+        ("negative", ""), ("negative", "A"), ("negative", ""), ("positive", ""), ("positive", "A"), ("positive", ""),
+    ]  # fmt: skip
+
+
+def test_control_accuracy_and_distinct_n():
+    requests = [("positive", ""), ("positive", ""), ("negative", ""), ("negative", "")]
+    records = sample_records(requests, ["a b", "c d", "e f", "g h"], np.array([0.9, 0.2, 0.1, 0.6]))
+    assert [r["on_target"] for r in records] == [True, False, True, False]
+    assert records[1]["classifier_probability"] == pytest.approx(0.8)
+    assert control_accuracy(records) == 0.5
+    assert distinct_n(["the film the film", "the end"], 1) == pytest.approx(3 / 6)
+    assert distinct_n(["the film the film", "the end"], 2) == pytest.approx(3 / 4)
+    assert distinct_n([""], 2) == 0.0
+
+
+def test_scratch_generator_learns_its_vocabulary_from_the_reviews():
+    params = tiny_params(**{"generation.model": "scratch", "generation.scratch.vocab_size": 400,
+                            "generation.scratch.n_embd": 32, "generation.scratch.n_positions": 64})  # fmt: skip
+    model, tokenizer = load_generator(params.generation, params, make_reviews(300)["text"].tolist())
+    assert model.config.n_positions == 64 and model.get_input_embeddings().num_embeddings == len(tokenizer)
+    assert len(tokenizer("wonderful", add_special_tokens=False)["input_ids"]) == 1  # a learned merge
+    assert tokenizer.decode(tokenizer("the plot was dull", add_special_tokens=False)["input_ids"]) == "the plot was dull"
+
+
+def test_unlabelled_reviews_join_training_without_a_control_code(tmp_path):
+    source = write_hub_layout(tmp_path / "imdb", 40, 20)
+    unlabelled = make_reviews(30, seed=9, prefix="un ").assign(label=-1)
+    unlabelled.to_parquet(source / "plain_text" / "unsupervised-00000-of-00001.parquet")
+    params = tiny_params(**{"data.source": str(source), "generation.finetune.unlabelled_samples": 10,
+                            "generation.finetune.train_samples": 20})  # fmt: skip
+    texts, sentiments = training_texts(params, make_reviews(40))
+    assert len(texts) == 30 and sentiments.count(None) == 10 and sentiments[:20].count("positive") == 10
+    assert all(t.startswith("un ") and "<br />" not in t for t in texts[20:])
+    missing = tiny_params(**{"data.source": str(write_hub_layout(tmp_path / "plain", 20, 10)),
+                             "generation.finetune.unlabelled_samples": 5})  # fmt: skip
+    with pytest.raises(PipelineError, match="unlabelled_samples: no unlabelled reviews"):
+        read_unlabelled(missing, 5)
+
+
+def test_real_reviews_from_the_shared_copy_feed_fine_tuning(shared_imdb):
+    params = tiny_params(**{"data.source": str(shared_imdb), "generation.finetune.unlabelled_samples": 50,
+                            "generation.finetune.train_samples": 10})  # fmt: skip
+    frame = pd.read_parquet(shared_imdb / "plain_text" / "train-00000-of-00001.parquet", columns=["text", "label"])
+    texts, sentiments = training_texts(params, frame)
+    assert len(texts) == 60 and sentiments.count(None) == 50 and len(set(texts)) == 60
