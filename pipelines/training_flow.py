@@ -108,8 +108,11 @@ def training_flow(
     markdown = summary_markdown(root, results, applied, run_id)
     create_markdown_artifact(key="imdb-training-summary", markdown=markdown, description="Stages, metrics, registry")
     registered = json.loads((root / "reports" / "register.json").read_text()) if (root / "reports" / "register.json").exists() else {}
+    generation_path = root / "reports" / "generation.json"
+    generation = json.loads(generation_path.read_text()) if generation_path.exists() else {}
     return {"stages": summary(results), "overrides": applied, "mlflow_run_id": run_id,
-            "version": registered.get("version"), "gate": registered.get("gate")}
+            "version": registered.get("version"), "gate": registered.get("gate"),
+            "generator_version": generation.get("version")}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -224,14 +224,14 @@ def prefect_api():
 
 
 @pytest.fixture(scope="session")
-def flow_project(tmp_path_factory, prefect_api, tiny_distilbert_classifier):
+def flow_project(tmp_path_factory, prefect_api, tiny_distilbert_classifier, tiny_gpt2):
     """A fresh copy of the repository built by one run of the Prefect training flow (tiny model,
     synthetic reviews, the override train.learning_rate=0.002): (project, flow result)."""
     from pipelines.training_flow import training_flow
 
     tmp = tmp_path_factory.mktemp("flow")
     project = make_project_copy(tmp)
-    settings = dict(TINY_PIPELINE_PARAMS)
+    settings = {**TINY_PIPELINE_PARAMS, **TINY_GENERATION_PARAMS, "generation.model": str(tiny_gpt2)}
     settings.update({"data.source": str(write_hub_layout(tmp / "imdb", 320, 160)), "model.name": str(tiny_distilbert_classifier)})
     settings["train.learning_rate"] = 1e-3
     set_params(project, **settings)

@@ -82,6 +82,9 @@ def test_exp_run_builds_a_validated_dvc_command(tmp_path, minilm_path):
     assert "-S data.source=../shared/imdb" in command and f"-S model.name={minilm_path}" in command
     assert "-S data.max_samples.train=4000" in command and "-S tokenize.max_length=256" in command
     assert "-S train.epochs=2" in command and "train.epochs=1" not in command  # -S beats the profile
+    # no pretrained GPT-2 offline: a scratch one, its settings adjusted by the named profile
+    assert "-S generation.model=scratch" in command and "-S generation.finetune.learning_rate=0.001" in command
+    assert "-S generation.finetune.max_steps=300" in command and "max_steps=1500" not in command
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT, make_project_copy, run, set_params, write_hub_layout
+from tests.conftest import REPO_ROOT, TINY_GENERATION_PARAMS, make_project_copy, run, set_params, write_hub_layout
 
 pytestmark = pytest.mark.slow
 
@@ -25,12 +25,12 @@ def digests(*folders: Path) -> dict[str, str]:
     }
 
 
-STAGES = ("ingest", "tokenize", "train", "evaluate", "export", "register")
+STAGES = ("ingest", "tokenize", "train", "evaluate", "export", "register", "generate")
 FAST_METRICS = {"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1", "MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING": "1"}
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, tiny_distilbert) -> Path:
+def built(tmp_path_factory, tiny_distilbert, tiny_gpt2) -> Path:
     tmp = tmp_path_factory.mktemp("dvc")
     project = make_project_copy(tmp)
     source = write_hub_layout(tmp / "imdb")
@@ -46,6 +46,8 @@ def built(tmp_path_factory, tiny_distilbert) -> Path:
             "train.logging_steps": 2,
             "train.learning_rate": 1e-3,
             "evaluate.bootstrap_samples": 200,
+            "generation.model": str(tiny_gpt2),
+            **TINY_GENERATION_PARAMS,
         },
     )
     run(["git", "commit", "-qam", "tiny params"], project)
@@ -132,7 +134,8 @@ def test_up_to_date_pipeline_skips_every_stage(built):
 
 
 def test_push_delete_pull_restores_identical_files(built):
-    outputs = [built / "data" / "raw", built / "data" / "tokenized", built / "models" / "classifier", built / "models" / "onnx"]
+    outputs = [built / "data" / "raw", built / "data" / "tokenized", built / "models" / "classifier", built / "models" / "onnx",
+               built / "models" / "generator"]
     before = digests(*outputs)
     run(["dvc", "push"], built)
     for folder in outputs:
@@ -142,10 +145,29 @@ def test_push_delete_pull_restores_identical_files(built):
     assert digests(*outputs) == before
 
 
+def test_changing_a_generation_param_reruns_generate_only(built):
+    classifier_before = digests(built / "models" / "classifier")
+    first = json.loads((built / "reports" / "generation.json").read_text())
+    set_params(built, **{"generation.decoding.temperature": 0.7})
+    status = run(["dvc", "status", "--json"], built).stdout
+    assert set(json.loads(status)) == {"generate"}
+    proc = run(["dvc", "repro"], built)
+    assert proc.stdout.count("Running stage") == 1 and "Running stage 'generate'" in proc.stdout
+    assert digests(built / "models" / "classifier") == classifier_before  # the classifier is not retrained
+    report = json.loads((built / "reports" / "generation.json").read_text())
+    assert report["version"] == first["version"] + 1 and report["run_id"] != first["run_id"]
+    from mlflow import MlflowClient
+
+    tags = MlflowClient(tracking_uri=f"sqlite:///{built / 'mlflow.db'}").get_run(report["run_id"]).data.tags
+    assert tags["classifier_run_id"] == json.loads((built / "reports" / "train_run.json").read_text())["run_id"]
+    lock = yaml.safe_load((built / "dvc.lock").read_text())
+    assert lock["stages"]["generate"]["params"]["params.yaml"]["generation"]["decoding"]["temperature"] == 0.7
+
+
 def test_changing_an_evaluate_param_reruns_evaluate_only(built):
     set_params(built, **{"evaluate.top_errors": 3})
     proc = run(["dvc", "repro"], built)
-    for stage in ("ingest", "tokenize", "train", "export"):
+    for stage in ("ingest", "tokenize", "train", "export", "generate"):
         assert f"Stage '{stage}' didn't change, skipping" in proc.stdout
     assert "Running stage 'evaluate'" in proc.stdout
     assert len((built / "reports" / "errors.jsonl").read_text().splitlines()) <= 3
@@ -159,7 +181,7 @@ def test_changing_a_tokenize_param_reruns_from_tokenize_on(built):
     proc = run(["dvc", "repro"], built)
     assert "Stage 'ingest' didn't change, skipping" in proc.stdout
     assert "Running stage 'ingest'" not in proc.stdout
-    for stage in ("tokenize", "train", "evaluate", "export", "register"):
+    for stage in ("tokenize", "train", "evaluate", "export", "register", "generate"):
         assert f"Running stage '{stage}'" in proc.stdout
     assert digests(built / "data" / "raw") == raw_before
     report = json.loads((built / "reports" / "register.json").read_text())

@@ -23,7 +23,7 @@ from tests.conftest import REPO_ROOT, cli_env, run
 from tests.test_registry import free_port, wait_for
 
 pytestmark = pytest.mark.slow
-STAGES = ["ingest", "tokenize", "train", "evaluate", "export", "register"]
+STAGES = ["ingest", "tokenize", "train", "evaluate", "export", "generate", "register"]
 
 
 @pytest.fixture(autouse=True)
@@ -67,6 +67,7 @@ def test_full_run_reproduces_every_stage_and_leaves_dvc_up_to_date(flow_project)
     summary = Artifact.get("imdb-training-summary").data
     assert "| train | ran |" in summary and "imdb-sentiment** version **1**" in summary
     assert result["mlflow_run_id"] in summary and "accuracy" in summary
+    assert "imdb-review-generator** version **1**" in summary and "control accuracy" in summary
 
 
 def test_second_run_skips_every_stage(flow_project):

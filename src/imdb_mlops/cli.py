@@ -33,6 +33,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="The params file.")]
 
 SHARED_IMDB = "../shared/imdb"
+OFFLINE_GENERATOR_PROFILE = "scratch-generator"
 
 
 def handles_errors(func: F) -> F:
@@ -502,7 +503,10 @@ def exp_run(
 ) -> None:
     """Run the pipeline as a DVC experiment with profile overlays and overrides, validated first."""
     overrides: dict[str, Any] = {}
-    for item in profile or []:
+    profiles = list(profile or [])
+    if offline:  # no pretrained GPT-2 without the hub: train one from scratch (first, so profiles can adjust it)
+        profiles.insert(0, OFFLINE_GENERATOR_PROFILE)
+    for item in profiles:
         path = PROFILES_DIR / f"{item}.yaml"
         if not path.exists():
             known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))

@@ -224,6 +224,18 @@ def summary_markdown(
         for key in ("champion_accuracy", "challenger_accuracy", "mcnemar_p_value", "n"):
             if key in gate:
                 out.append(f"- {key.replace('_', ' ')}: {gate[key]}")
+    generation = _read(reports / "generation.json")
+    if generation:
+        out += ["", "## Review generator", ""]
+        out.append(
+            f"- **{generation.get('registered_model', '?')}** version **{generation.get('version', '?')}** "
+            f"(aliases: {', '.join(generation.get('aliases', [])) or 'none'})"
+        )
+        out += [
+            f"- {key.replace('_', ' ')}: {generation[key]}"
+            for key in ("control_accuracy", "distinct_2", "perplexity_before", "perplexity_after")
+            if key in generation
+        ]
     out += ["", f"MLflow training run: `{run_id or 'none'}`"]
     if overrides:
         out += ["", "Overrides:", ""] + [f"- `{k}` = `{v}`" for k, v in overrides.items()]
