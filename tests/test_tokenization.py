@@ -37,6 +37,19 @@ def test_short_reviews_are_not_padded_or_cut(tokenizer):
     assert set(ds.column_names) == {"input_ids", "label", "n_tokens", "truncated"}
 
 
+def test_padding_and_truncation_switched_on_in_tokenizer_json_are_ignored(minilm_path):
+    """MiniLM's tokenizer.json pads and cuts every text to 128 tokens; the stage must do neither."""
+    from imdb_mlops.tokenization import Encoder
+
+    fresh = load_tokenizer(str(minilm_path), Params().hub)
+    encoder = Encoder(fresh, TokenizeConfig(max_length=512, truncation="head"))
+    fresh.backend_tokenizer.enable_padding(length=128)  # as shipped (tokenizer() calls switch it off)
+    fresh.backend_tokenizer.enable_truncation(max_length=128)
+    ids = encoder({"text": ["A fine film.", LONG]}).column("input_ids").to_pylist()
+    assert len(ids[0]) == 6 and fresh.pad_token_id not in ids[0]
+    assert len(ids[1]) == 512
+
+
 def test_head_truncation_matches_the_tokenizer(tokenizer):
     ds = encode(tokenizer, [LONG], max_length=32, truncation="head")
     assert ds["input_ids"][0] == tokenizer(LONG, truncation=True, max_length=32)["input_ids"]

@@ -39,6 +39,7 @@ from rich.table import Table
 from imdb_mlops.config import GenerationConfig, Params
 from imdb_mlops.errors import PipelineError
 from imdb_mlops.outputs import atomic_outputs, write_json
+from imdb_mlops.pretrained import unpadded_backend
 from imdb_mlops.textgen import CONTROL_CODES, SENTIMENTS, GenerationRequestError, add_control_codes, context_length
 
 console = Console(stderr=True)
@@ -219,7 +220,7 @@ def check_lengths(cfg: GenerationConfig, model: Any) -> None:
 def lm_sequences(tokenizer: Any, texts: list[str], sentiments: list[str | None], block_size: int) -> list[list[int]]:
     """``<code> review <eos>`` token ids per review, cut to ``block_size`` (no eos when cut)."""
     eos = tokenizer.eos_token_id
-    encoded = tokenizer.backend_tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+    encoded = unpadded_backend(tokenizer).encode_batch_fast(texts, add_special_tokens=False)
     sequences = []
     for encoding, sentiment in zip(encoded, sentiments, strict=True):
         prefix = [tokenizer.convert_tokens_to_ids(CONTROL_CODES[sentiment])] if sentiment else []

@@ -65,3 +65,16 @@ def load_config(name: str, hub: HubConfig, key: str = "model.name") -> Any:
         return AutoConfig.from_pretrained(source, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise PipelineError(f"{key}: '{name}' has no usable config.json: {str(exc).splitlines()[0][:200]}") from None
+
+
+def unpadded_backend(tokenizer: Any) -> Any:
+    """A copy of a fast tokenizer's Rust backend with padding and truncation switched off.
+
+    Some ``tokenizer.json`` files ship them switched on (all-MiniLM-L6-v2 pads and cuts every text
+    to 128 tokens); the pipeline cuts reviews itself (:mod:`imdb_mlops.truncation`) and pads per batch."""
+    import copy
+
+    backend = copy.deepcopy(tokenizer.backend_tokenizer)
+    backend.no_padding()
+    backend.no_truncation()
+    return backend

@@ -32,7 +32,7 @@ from imdb_mlops.hub import short_name
 from imdb_mlops.estimate import cpu_training_message
 from imdb_mlops.ingest import SPLITS
 from imdb_mlops.outputs import atomic_outputs, write_json
-from imdb_mlops.pretrained import load_config, load_tokenizer
+from imdb_mlops.pretrained import load_config, load_tokenizer, unpadded_backend
 from imdb_mlops.truncation import cut, head_tokens, special_token_layout
 
 METADATA_FILE = "tokenization.json"
@@ -44,6 +44,7 @@ class Encoder:
 
     def __init__(self, tokenizer: Any, config: TokenizeConfig) -> None:
         self.tokenizer = tokenizer
+        self.backend = unpadded_backend(tokenizer)  # no padding/truncation the tokenizer.json may switch on
         self.max_length = config.max_length
         # Special tokens the tokenizer wraps every text in ([CLS] ... [SEP] for BERT).
         try:
@@ -57,7 +58,7 @@ class Encoder:
 
     def __call__(self, batch: dict[str, list[Any]]) -> pa.Table:
         # The Rust tokenizer's fast batch path (no character offsets; same ids as tokenizer()).
-        encodings = self.tokenizer.backend_tokenizer.encode_batch_fast(batch["text"], add_special_tokens=True)
+        encodings = self.backend.encode_batch_fast(batch["text"], add_special_tokens=True)
         ids_out, lengths = [], []
         for encoding in encodings:
             lengths.append(len(encoding.ids))
