@@ -70,8 +70,15 @@ def test_repro_writes_every_stage_and_locks_them(built):
     metrics = run(["dvc", "metrics", "show", "--json"], built).stdout
     for key in ("positive_share", "truncated_share", "train_samples_per_second", "roc_auc", "ece"):
         assert key in metrics
-    errors = (built / "reports" / "errors.jsonl").read_text().splitlines()
-    assert 0 < len(errors) <= 20 and "text" in json.loads(errors[0])
+    errors = [json.loads(line) for line in (built / "reports" / "errors.jsonl").read_text().splitlines()]
+    assert 0 < len(errors) <= 20 and "text" in errors[0]
+    # attention heatmaps of the most confident mistakes, and what [CLS] attended to in each
+    for rank, mistake in enumerate(errors[:3], start=1):
+        png = built / "reports" / "figures" / "evaluation" / f"attention_mistake_{rank}.png"
+        assert png.read_bytes().startswith(b"\x89PNG") and mistake["attention_figure"].endswith(png.name)
+        assert len(mistake["cls_attention_top"]) == 8
+    if len(errors) > 3:
+        assert "attention_figure" not in errors[3]  # evaluate.attention_examples: 3
 
 
 def test_plots_render_to_one_html_page(built):
@@ -104,6 +111,7 @@ def test_mlflow_run_holds_params_metrics_tags_and_datasets(built):
     assert all(d.dataset.digest and "imdb" in d.dataset.source for d in inputs.values())
     artifacts = {a.path for a in client.list_artifacts(run_id, "figures/evaluation")}
     assert "figures/evaluation/confusion_matrix.png" in artifacts
+    assert "figures/evaluation/attention_mistake_1.png" in artifacts
     assert metrics["onnx_fp32_agreement"] == 1.0 and "onnx_fp32_batch32_texts_per_s" in metrics
     assert tags["onnx.provider"] == "CPUExecutionProvider" and "fp32" in tags["onnx.shipped"].split(",")
 

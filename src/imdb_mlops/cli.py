@@ -343,6 +343,65 @@ def generate(
 
 @app.command()
 @handles_errors
+def explain(
+    text: Annotated[str, typer.Argument(help="The review to explain.")],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="A checkpoint folder, or champion (default) / @alias / version of the registry."),
+    ] = None,
+    layer: Annotated[int, typer.Option(help="Layer whose [CLS] attention is listed (-1 = last).")] = -1,
+    head: Annotated[int | None, typer.Option(help="One head instead of the mean of all heads.")] = None,
+    per_head: Annotated[bool, typer.Option("--per-head", help="List every head, and write per-head heatmaps.")] = False,
+    top: Annotated[int, typer.Option(min=1, help="Tokens listed.")] = 10,
+    out: Annotated[Path, typer.Option(help="Folder for the heatmap PNGs.")] = Path("reports/explain"),
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Prediction and the tokens the classifier's [CLS] attends to most; heatmaps per layer (and head)."""
+    import json
+    import tempfile
+
+    from rich.table import Table
+
+    from imdb_mlops.explain import explain as run
+    from imdb_mlops.explain import registry_checkpoint
+
+    loaded = load_params(params)
+    with tempfile.TemporaryDirectory(prefix="explain-") as tmp:
+        if model is not None and Path(model).exists():
+            model_dir, source = Path(model), model
+        else:
+            from imdb_mlops.registry import connect
+
+            client = connect(loaded)
+            ref = (model or "champion").lstrip("@")
+            model_dir = registry_checkpoint(client, loaded.registry.model_name, ref, Path(tmp))
+            source = f"{loaded.registry.model_name}@{ref}" if not ref.isdigit() else f"{loaded.registry.model_name}/{ref}"
+        report = run(model_dir, text, loaded.tokenize, out, layer, head, per_head, top)
+    report["model"] = source
+    if as_json:
+        typer.echo(json.dumps(report, ensure_ascii=False))
+        return
+    console = Console()
+    colour = "green" if report["label"] == "positive" else "red"
+    console.print(f"[bold {colour}]{report['label']}[/] ({report['probability']:.3f})  model {source}", highlight=False)
+    if report["truncation"]:
+        console.print(f"[yellow]note:[/] {report['truncation']}", highlight=False)
+    heads = {report["head"]: report["cls_top"]} if not per_head else report["cls_top_per_head"]
+    for h, rows in heads.items():
+        which = "mean of all heads" if h is None else f"head {h}"
+        table = Table(title=f"[CLS] attends to (layer {report['layer']} of 0-{report['layers'] - 1}, {which})")
+        for column in ("position", "token", "weight"):
+            table.add_column(column, justify="left" if column == "token" else "right")
+        for row in rows:
+            table.add_row(str(row["position"]), row["token"], f"{row['weight']:.3f}")
+        console.print(table)
+    if report.get("figures"):
+        console.print(f"{len(report['figures'])} heatmaps in {out}/ (layer<L>.png{', layer<L>_head<H>.png' if per_head or head is not None else ''})")
+
+
+@app.command()
+@handles_errors
 def predict(
     texts: Annotated[list[str] | None, typer.Argument(help="Review texts.")] = None,
     file: Annotated[

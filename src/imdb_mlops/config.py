@@ -147,6 +147,9 @@ class EvaluateConfig(_Section):
     length_buckets: list[int] = Field(default_factory=lambda: [128, 256, 512])
     calibration_bins: int = Field(10, ge=2, le=100)
     top_errors: int = Field(20, ge=0)
+    # Last-layer attention heatmaps (figures/evaluation/attention_mistake_<k>.png) for this many of
+    # the most confident mistakes; 0 = none.
+    attention_examples: int = Field(3, ge=0, le=50)
 
     @field_validator("length_buckets")
     @classmethod

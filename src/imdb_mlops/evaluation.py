@@ -62,10 +62,11 @@ def evaluate_model(
     with atomic_outputs(*paths.values()) as staged:
         tmp = dict(zip(paths, staged, strict=True))
         write_json(tmp["metrics"], metrics)
-        tmp["errors"].write_text("".join(json.dumps(m, ensure_ascii=False) + "\n" for m in mistakes), encoding="utf-8")
         for name in ("confusion", "roc", "pr", "calibration"):
             write_json(tmp[name], curves[name])
         write_figures(tmp["figures"], probs, labels, curves)
+        attention_of_mistakes(model_dir, mistakes[: cfg.attention_examples], params, tmp["figures"])
+        tmp["errors"].write_text("".join(json.dumps(m, ensure_ascii=False) + "\n" for m in mistakes), encoding="utf-8")
     log_to_mlflow(params, reports_dir, paths, metrics, raw_dir)
     print_report(metrics)
     return metrics
@@ -182,6 +183,29 @@ def confident_mistakes(raw: pd.DataFrame, probs: np.ndarray, labels: np.ndarray,
             row["rating"] = int(raw["rating"].iloc[i])
         rows.append(row)
     return rows
+
+
+def attention_of_mistakes(model_dir: Path, mistakes: list[dict[str, Any]], params: Params, folder: Path) -> None:
+    """For each of ``mistakes``: ``attention_mistake_<k>.png`` (last layer, mean over heads) in
+    ``folder`` and the tokens ``[CLS]`` attended to most, added to the mistake's record."""
+    from imdb_mlops import figures
+    from imdb_mlops.explain import attend, cls_attention, load_explainable, top_tokens
+
+    if not mistakes:
+        return
+    try:
+        model, tokenizer = load_explainable(model_dir)
+    except PipelineError as exc:  # e.g. an architecture explain does not read: metrics still count
+        console.print(f"[yellow]No attention heatmaps:[/] {exc}")
+        return
+    for rank, mistake in enumerate(mistakes, start=1):
+        attended = attend(model, tokenizer, mistake["text"], params.tokenize)
+        last = attended.attentions.shape[0] - 1
+        title = (f"mistake {rank}: {mistake['label']} review read as {mistake['predicted']} "
+                 f"({mistake['confidence']:.2f}); layer {last}, mean of heads")  # fmt: skip
+        figures.attention_heatmap(attended.attentions[last].mean(axis=0), attended.tokens, folder / f"attention_mistake_{rank}.png", title)
+        mistake["cls_attention_top"] = top_tokens(attended, cls_attention(attended, last), 8)
+        mistake["attention_figure"] = f"figures/evaluation/attention_mistake_{rank}.png"
 
 
 def plot_data(probs: np.ndarray, labels: np.ndarray, bins: int) -> dict[str, list[dict[str, Any]]]:

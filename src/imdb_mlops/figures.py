@@ -56,3 +56,19 @@ def curve(x: np.ndarray, y: np.ndarray, path: Path, title: str, xlabel: str, yla
         ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=1)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title, xlim=(0, 1), ylim=(0, 1.02))
     _save(fig, path)
+
+
+def attention_heatmap(matrix: np.ndarray, tokens: list[str], path: Path, title: str) -> None:
+    """Query (row) x key (column) attention weights, tokens on both axes (thinned past 60 tokens)."""
+    n = len(tokens)
+    size = min(14.0, 3.5 + 0.16 * n)
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    image = ax.imshow(matrix, cmap="viridis", vmin=0.0, vmax=max(float(matrix.max()), 1e-9), aspect="equal")
+    step = max(1, int(np.ceil(n / 60)))
+    ticks = list(range(0, n, step))
+    labels = [tokens[i] for i in ticks]
+    ax.set_xticks(ticks, labels, rotation=90, fontsize=7)
+    ax.set_yticks(ticks, labels, fontsize=7)
+    ax.set(xlabel="key (attended to)", ylabel="query (attending)", title=title)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    _save(fig, path)
