@@ -190,3 +190,46 @@ def test_unreachable_tracking_server_fails_fast_and_registers_nothing(workdir, t
         run_train(make_params(tiny_distilbert, workdir / "imdb"))
     assert time.monotonic() - started < 60
     assert not (workdir / "models" / "classifier").exists() and not (workdir / "reports" / "train_run.json").exists()
+
+
+def test_two_process_ddp_run_shards_data_and_only_rank_0_tracks_and_writes(workdir, tiny_distilbert):
+    """torchrun with two CPU processes (gloo): each sees half of every epoch, rank 0 alone opens the
+    MLflow run and writes the outputs, and validation metrics stay within 0.05 accuracy / 0.1 loss
+    of a one-process run with the same global batch (16 = 2 x 8) and the same data."""
+    settings = {"max_steps": -1, "epochs": 4, "learning_rate": 3e-3, "eval_strategy": "epoch", "delete_checkpoints": False}
+    single = make_params(tiny_distilbert, workdir / "imdb", per_device_train_batch_size=16, **settings)
+    ddp = make_params(tiny_distilbert, workdir / "imdb", per_device_train_batch_size=8, **settings)
+    (workdir / "single.yaml").write_text(yaml.safe_dump(single.model_dump(), sort_keys=False))
+    (workdir / "ddp.yaml").write_text(yaml.safe_dump(ddp.model_dump(), sort_keys=False))
+    common = ["train", "--tokenized", "data/tokenized", "--raw", "data/raw"]
+    env = cli_env(OMP_NUM_THREADS="1")
+    one = subprocess.run([sys.executable, "-m", "imdb_mlops", *common, "-p", "single.yaml", "--model-dir", "models/single",
+                          "--reports", "reports_single"], cwd=workdir, env=env, capture_output=True, text=True)  # fmt: skip
+    assert one.returncode == 0, one.stderr[-3000:]
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'ddp.db'}"  # its own store: count its runs
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    two = subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=29531", "--no-python", "imdb-mlops", *common,
+                          "-p", "ddp.yaml", "--model-dir", "models/ddp", "--reports", "reports_ddp"],
+                         cwd=workdir, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+
+    single_summary = json.loads((workdir / "reports_single" / "train_metrics.json").read_text())
+    ddp_summary = json.loads((workdir / "reports_ddp" / "train_metrics.json").read_text())
+    assert ddp_summary["world_size"] == 2 and single_summary["world_size"] == 1
+    # each rank saw half of each epoch: 2 x 8 reviews per step, as many steps as one process at 16
+    assert ddp_summary["global_step"] == single_summary["global_step"]
+    assert ddp_summary["epochs_completed"] == single_summary["epochs_completed"] == 4
+    for key, tolerance in (("accuracy", 0.05), ("loss", 0.1)):
+        assert abs(ddp_summary["validation"][key] - single_summary["validation"][key]) <= tolerance, key
+    # one writer: one model, one set of checkpoints, one MLflow run
+    assert (workdir / "models" / "ddp" / "model.safetensors").is_file()
+    assert not list((workdir / "models").glob(".ddp.*")) and not list(workdir.glob(".reports_ddp*"))
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 1 and runs[0].data.tags["world_size"] == "2"
+    checkpoints = [p for p in (workdir / "models" / "checkpoints").glob("*/checkpoint-*")]
+    assert {p.name for p in checkpoints} >= {f"checkpoint-{ddp_summary['global_step']}"}
+    final = next(p for p in checkpoints if p.name == f"checkpoint-{ddp_summary['global_step']}" and (p / "rng_state_1.pth").exists())
+    assert len(list(final.glob("model.safetensors"))) == 1  # written once, by rank 0 (each rank keeps its RNG state)

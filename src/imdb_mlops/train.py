@@ -13,6 +13,7 @@ the training history and its plots.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -63,18 +64,21 @@ def train(
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     precision = choose_precision(cfg.precision, device)
-    if device == "cpu":
+    rank, world_size = distributed_rank()
+    main = rank == 0  # under torchrun / accelerate launch only rank 0 tracks and writes outputs
+    if device == "cpu" and main:
         _print_cpu_estimate(params, tokenized["train"], model.config)
 
-    experiment_id = setup_mlflow(params)
+    experiment_id = setup_mlflow(params) if main else ""
     key = run_key(params, tokenized_dir)
     checkpoint_dir = checkpoint_root / key
-    if (checkpoint_dir / "completed.json").exists():
+    args = training_arguments(params, checkpoint_dir, precision, distributed=world_size > 1)
+    _ = args.device  # sets up the process group when launched with several processes
+    if main and (checkpoint_dir / "completed.json").exists():
         shutil.rmtree(checkpoint_dir)  # a finished run is not resumed: `dvc repro -f train` retrains
-    last_checkpoint = _last_checkpoint(checkpoint_dir)
+    _barrier(world_size)
+    last_checkpoint = _last_checkpoint(checkpoint_dir, remove_incomplete=main)
     previous_run = _read_json(checkpoint_dir / "mlflow_run.json").get("run_id") if last_checkpoint else None
-
-    args = training_arguments(params, checkpoint_dir, precision)
     trainer = transformers.Trainer(
         model=model,
         args=args,
@@ -87,16 +91,20 @@ def train(
         + ([transformers.EarlyStoppingCallback(cfg.early_stopping_patience)] if cfg.early_stopping_patience else []),
     )
 
-    with mlflow.start_run(
-        run_id=previous_run, experiment_id=experiment_id, log_system_metrics=params.tracking.system_metrics
-    ) as run:
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        write_json(checkpoint_dir / "mlflow_run.json", {"run_id": run.info.run_id})
-        if previous_run is None:
-            _log_run_inputs(params, raw_dir, tokenized_dir, device, precision)
-        else:
-            console.print(f"[bold]Resuming[/] from {last_checkpoint} (MLflow run {run.info.run_id})")
-            mlflow.set_tag("resumed_from", str(last_checkpoint))
+    tracked = (
+        mlflow.start_run(run_id=previous_run, experiment_id=experiment_id, log_system_metrics=params.tracking.system_metrics)
+        if main
+        else contextlib.nullcontext()
+    )
+    with tracked as run:
+        if main:
+            checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            write_json(checkpoint_dir / "mlflow_run.json", {"run_id": run.info.run_id})
+            if previous_run is None:
+                _log_run_inputs(params, raw_dir, tokenized_dir, device, precision, world_size)
+            else:
+                console.print(f"[bold]Resuming[/] from {last_checkpoint} (MLflow run {run.info.run_id})")
+                mlflow.set_tag("resumed_from", str(last_checkpoint))
         try:
             result = trainer.train(resume_from_checkpoint=str(last_checkpoint) if last_checkpoint else None)
         except (torch.OutOfMemoryError, RuntimeError) as exc:
@@ -115,8 +123,11 @@ def train(
             },
             "device": device,
             "precision": precision,
+            "world_size": world_size,
             "resumed": previous_run is not None,
         }
+        if not main:
+            return summary  # rank 0 writes the outputs and closes the run
         mlflow.log_metrics({f"final_val_{k}": v for k, v in summary["validation"].items()})
         train_log, validation_log = split_history(trainer.state.log_history)
 
@@ -232,7 +243,7 @@ def out_of_memory_error(exc: BaseException, batch_size: int, device: str) -> Bas
 # --- trainer configuration ---------------------------------------------------------------
 
 
-def training_arguments(params: Params, output_dir: Path, precision: str) -> Any:
+def training_arguments(params: Params, output_dir: Path, precision: str, distributed: bool = False) -> Any:
     from transformers import TrainingArguments
 
     cfg = params.train
@@ -267,6 +278,11 @@ def training_arguments(params: Params, output_dir: Path, precision: str) -> Any:
         data_seed=params.seed,
         dataloader_num_workers=cfg.dataloader_num_workers,
         report_to=[],  # MlflowMetricsCallback logs into the stage's own run
+        # several processes (torchrun / accelerate launch): NCCL between GPUs, gloo between CPU processes
+        ddp_backend=("nccl" if _cuda() else "gloo") if distributed else None,
+        # The classifier's loss is a per-batch mean; averaging token counts across devices would
+        # scale it (and its gradients) by the number of processes (measured: 2x with 2 processes).
+        average_tokens_across_devices=False,
         disable_tqdm=False,
     )
 
@@ -338,16 +354,32 @@ def run_key(params: Params, tokenized_dir: Path) -> str:
 CHECKPOINT_FILES = ("trainer_state.json", "model.safetensors", "optimizer.pt", "scheduler.pt")
 
 
-def _last_checkpoint(folder: Path) -> Path | None:
-    """The newest complete checkpoint; one cut short by a kill is removed and skipped."""
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) of this process under torchrun / accelerate launch; (0, 1) alone."""
+    import os
+
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _barrier(world_size: int) -> None:
+    """Wait for every process of a multi-process run (no-op alone)."""
+    import torch.distributed as dist
+
+    if world_size > 1 and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _last_checkpoint(folder: Path, remove_incomplete: bool = True) -> Path | None:
+    """The newest complete checkpoint; one cut short by a kill is removed (by rank 0) and skipped."""
     if not folder.is_dir():
         return None
     checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda p: _step_of(p.name) or -1, reverse=True)
     for checkpoint in checkpoints:
         if all((checkpoint / name).exists() for name in CHECKPOINT_FILES):
             return checkpoint
-        console.print(f"[yellow]Removing incomplete checkpoint[/] {checkpoint}")
-        shutil.rmtree(checkpoint, ignore_errors=True)
+        if remove_incomplete:
+            console.print(f"[yellow]Removing incomplete checkpoint[/] {checkpoint}")
+            shutil.rmtree(checkpoint, ignore_errors=True)
     return None
 
 
@@ -366,7 +398,7 @@ def _step_of(checkpoint: str | None) -> int | None:
 # --- tracking ----------------------------------------------------------------------------
 
 
-def _log_run_inputs(params: Params, raw_dir: Path, tokenized_dir: Path, device: str, precision: str) -> None:
+def _log_run_inputs(params: Params, raw_dir: Path, tokenized_dir: Path, device: str, precision: str, world_size: int = 1) -> None:
     """Everything that reproduces the run: params, code version, data hashes, dataset inputs."""
     import mlflow
 
@@ -379,6 +411,7 @@ def _log_run_inputs(params: Params, raw_dir: Path, tokenized_dir: Path, device: 
             "model.name": params.model.name,
             "device": device,
             "precision": precision,
+            "world_size": str(world_size),
             "stage": "train",
         }
     )
