@@ -5,4 +5,10 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"   # stages run `imdb-mlops` and `dvc` from the venv
 export DO_NOT_TRACK=1 DVC_NO_ANALYTICS=1 HF_HUB_DISABLE_TELEMETRY=1
-exec .venv/bin/python -m pytest "$@"
+# Two worker processes by default (PYTEST_WORKERS=0 runs serially); each module with expensive
+# module-scoped fixtures is pinned to one worker (pytest.mark.xdist_group).
+WORKERS=${PYTEST_WORKERS:-2}
+if [ "$WORKERS" = 0 ]; then
+  exec .venv/bin/python -m pytest "$@"
+fi
+exec .venv/bin/python -m pytest -n "$WORKERS" --dist loadgroup "$@"

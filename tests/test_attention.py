@@ -148,3 +148,14 @@ def test_layer_out_of_range_and_unsupported_model(distilbert):
     t5 = T5EncoderModel(T5Config(d_model=16, d_kv=4, d_ff=16, num_layers=1, num_heads=2, vocab_size=50))
     with pytest.raises(PipelineError, match="model type 't5' is not supported"):
         verify_layer(t5, batch["input_ids"] % 50, batch["attention_mask"], 0)
+
+
+def test_attention_check_command_on_a_classifier_and_a_generator(tiny_distilbert_classifier, tiny_gpt2, tmp_path):
+    from tests.conftest import run_cli
+
+    for folder, kind in ((tiny_distilbert_classifier, "distilbert, bidirectional"), (tiny_gpt2, "gpt2, causal")):
+        proc = run_cli("attention-check", "The film was dull, but the ending moved me.", "-m", str(folder), cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert kind in proc.stdout and "ok: every layer within 0.0001" in proc.stdout
+    empty = run_cli("attention-check", " ", "-m", str(tiny_gpt2), cwd=tmp_path)
+    assert empty.returncode == 1 and "text: empty" in empty.stderr

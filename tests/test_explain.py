@@ -3,7 +3,6 @@ the registry path, bad input."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,6 @@ import pytest
 from imdb_mlops.config import TokenizeConfig
 from imdb_mlops.errors import PipelineError
 from imdb_mlops.explain import explain
-from tests.conftest import run_cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REVIEW = "A slow start, but the ending was wonderful and moving."
@@ -79,20 +77,3 @@ def test_gpt2_checkpoint_is_refused_as_a_classifier(tiny_gpt2):
 def test_base_encoder_without_a_trained_head_is_refused(tiny_distilbert):
     with pytest.raises(PipelineError, match=r"is not a trained classifier \(architectures: DistilBertModel\)"):
         explain(tiny_distilbert, REVIEW, TokenizeConfig(max_length=64), None)
-
-
-def test_cli_explains_the_registry_champion(flow_project, tmp_path):
-    """The champion's PyTorch checkpoint, logged beside the ONNX model, is what explain reads."""
-    project, _ = flow_project
-    proc = run_cli("explain", REVIEW, "--out", str(tmp_path / "heat"), "--json", cwd=project,
-                   MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}")  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads(proc.stdout)
-    assert report["model"] == "imdb-sentiment@champion" and report["label"] in ("negative", "positive")
-    assert (tmp_path / "heat" / "layer0.png").read_bytes().startswith(PNG_SIGNATURE)
-    table = run_cli("explain", REVIEW, "-m", str(project / "models" / "classifier"), "--layer", "0", "--head", "1",
-                    "--out", str(tmp_path / "h2"), cwd=project)  # fmt: skip
-    assert table.returncode == 0 and "[CLS] attends to (layer 0 of 0-1, head 1)" in table.stdout
-    bad = run_cli("explain", REVIEW, "-m", "7", cwd=project, MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}")
-    assert bad.returncode == 1 and "imdb-sentiment has no version or alias '7'" in bad.stderr
-

@@ -16,7 +16,7 @@ from imdb_mlops.ingest import ingest
 from imdb_mlops.tokenization import tokenize
 from tests.conftest import save_tiny_distilbert, write_hub_layout
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="export")]
 
 
 @pytest.fixture(scope="module")

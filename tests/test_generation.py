@@ -4,6 +4,7 @@ generation, scoring, the MLflow run and registry, the `generate` command, bad in
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -24,12 +25,21 @@ from imdb_mlops.generation import (
     training_texts,
 )
 from imdb_mlops.textgen import CONTROL_CODES
-from tests.conftest import REPO_ROOT, TINY_GENERATION_PARAMS, make_reviews, run_cli, set_params, write_hub_layout
+from tests.conftest import REPO_ROOT, TINY_GENERATION_PARAMS, make_reviews, set_params, write_hub_layout
+from tests.conftest import run_cli as run_cli_in
+
+pytestmark = pytest.mark.xdist_group(name="generation")  # one xdist worker runs this module (module fixtures)
 
 STAGE_ARGS = (
     "build-generator", "--raw", "data/raw", "--classifier", "models/classifier", "--out", "models/generator",
     "--report", "reports/generation.json", "--samples", "reports/generated.jsonl", "--run-file", "reports/train_run.json",
 )  # fmt: skip
+
+
+def run_cli(*args: str, cwd: Path, **env: str):
+    """The CLI in ``cwd`` against the project's own MLflow store, whatever another test left in os.environ."""
+    env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{cwd / 'mlflow.db'}")
+    return run_cli_in(*args, cwd=cwd, **env)
 
 
 def tiny_params(**extra: object) -> Params:
@@ -132,20 +142,48 @@ def test_first_generator_is_champion_and_the_command_prints_its_reviews(generate
     assert first.returncode == 0, first.stderr[-2000:]
     rows = [json.loads(line) for line in first.stdout.splitlines()]
     assert len(rows) == 2 and all(r["text"].startswith("This movie") and r["sentiment"] == "positive" for r in rows)
-    assert run_cli(*args, cwd=generated).stdout == first.stdout  # same seed, same reviews
+    # the served model, same request and seed: the same reviews
+    again = _load_champion(generated).predict(pd.DataFrame({"prompt": ["This movie"] * 2, "sentiment": ["positive"] * 2}),
+                                              params={"seed": 11})  # fmt: skip
+    assert again["text"].tolist() == [r["text"] for r in rows]
     table = run_cli("generate", "-s", "negative", cwd=generated)
     assert table.returncode == 0 and "negative review 1/3" in table.stdout
 
 
-def test_generate_command_refuses_bad_requests(generated: Path):
+def test_generate_command_and_served_generator_refuse_bad_requests(generated: Path):
     unknown = run_cli("generate", "--sentiment", "happy", cwd=generated)
     assert unknown.returncode == 1 and "--sentiment: 'happy' is unknown (expected one of negative, positive)" in unknown.stderr
     cold = run_cli("generate", "-s", "positive", "--temperature", "0", cwd=generated)
     assert cold.returncode == 1 and "temperature: must be > 0 when strategy is sample" in cold.stderr
-    long = run_cli("generate", "-s", "positive", "--max-new-tokens", "5000", cwd=generated)
-    assert long.returncode == 1 and "max_new_tokens: 5000 new tokens" in long.stderr and "context of 256" in long.stderr
-    for proc in (unknown, cold, long):
-        assert "Traceback" not in proc.stderr
+    assert "Traceback" not in unknown.stderr + cold.stderr
+    # the registered pyfunc itself (what `mlflow models serve` runs), loaded once
+    from mlflow.exceptions import MlflowException
+
+    generator = _load_champion(generated)
+    rows = pd.DataFrame({"prompt": ["This movie"], "sentiment": ["negative"]})
+    for request, params, message in [
+        (rows, {"max_new_tokens": 5000}, "max_new_tokens: 5000 new tokens after a prompt of"),
+        (rows, {"top_p": 1.5}, "top_p: input should be less than or equal to 1"),
+        (rows.assign(sentiment="happy"), {}, "sentiment: 'happy' is unknown"),
+        (rows.drop(columns=["sentiment"]), {}, "missing inputs ['sentiment']"),  # MLflow's schema check
+    ]:
+        with pytest.raises(MlflowException, match=re.escape(message)):
+            generator.predict(request, params=params)
+    greedy = generator.predict(rows, params={"strategy": "greedy", "max_new_tokens": 6})
+    assert greedy["text"][0].startswith("This movie") and greedy["sentiment"][0] == "negative"
+
+
+def _load_champion(project: Path):
+    """The registered generator, loaded in this process (leaves MLflow's global tracking URI as it was)."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    previous = tracking_utils._tracking_uri
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    try:
+        return mlflow.pyfunc.load_model("models:/imdb-review-generator@champion")
+    finally:
+        tracking_utils._tracking_uri = previous
 
 
 def test_second_run_registers_a_challenger_and_keeps_the_champion(generated: Path):
@@ -161,12 +199,15 @@ def test_second_run_registers_a_challenger_and_keeps_the_champion(generated: Pat
 
 
 def test_max_new_tokens_beyond_the_context_fails_before_any_output(tmp_path, tiny_gpt2, tiny_distilbert_classifier):
+    from imdb_mlops.generation import generate
+
     project = make_project(tmp_path, tiny_gpt2, tiny_distilbert_classifier)
-    set_params(project, **{"generation.decoding.max_new_tokens": 400})
-    proc = run_cli(*STAGE_ARGS, cwd=project)
-    assert proc.returncode == 1
-    assert "error: generation.decoding.max_new_tokens: 400 exceeds the context of" in proc.stderr
-    assert not (project / "reports").exists() and not (project / "models" / "generator").exists()
+    params = tiny_params(**{"generation.model": str(tiny_gpt2), "generation.decoding.max_new_tokens": 400})
+    out = {"out_dir": project / "models" / "generator", "report_path": project / "reports" / "generation.json",
+           "samples_path": project / "reports" / "generated.jsonl"}  # fmt: skip
+    with pytest.raises(PipelineError, match=r"generation.decoding.max_new_tokens: 400 exceeds the context of .* \(256 tokens"):
+        generate(params, project / "data" / "raw", project / "models" / "classifier", **out)
+    assert not any(path.exists() for path in out.values())
 
 
 def test_generator_folder_without_tokenizer_is_named(tmp_path, tiny_gpt2):
@@ -256,3 +297,10 @@ def test_real_reviews_from_the_shared_copy_feed_fine_tuning(shared_imdb):
     frame = pd.read_parquet(shared_imdb / "plain_text" / "train-00000-of-00001.parquet", columns=["text", "label"])
     texts, sentiments = training_texts(params, frame)
     assert len(texts) == 60 and sentiments.count(None) == 50 and len(set(texts)) == 60
+
+
+def test_default_gpt2_fails_fast_when_the_hub_is_unreachable(monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    params = tiny_params(**{"generation.model": "gpt2", "hub.timeout_s": 2})
+    with pytest.raises(PipelineError, match=r"generation.model: cannot reach the Hugging Face hub .* 'gpt2'.*generation.model=scratch"):
+        load_generator(params.generation, params, [])

@@ -34,7 +34,7 @@ from imdb_mlops.tokenization import tokenize
 from imdb_mlops.train import train
 from tests.conftest import REPO_ROOT, cli_env, run_cli, save_tiny_distilbert, write_hub_layout
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="registry")]
 MODEL = "imdb-sentiment"
 
 
@@ -269,6 +269,22 @@ def test_cli_predicts_from_arguments_and_files(world, tmp_path):
     assert table.returncode == 0 and "negative" in table.stdout
     empty = run_cli("predict", cwd=root, **env)
     assert empty.returncode == 1 and "predict: no texts" in empty.stderr
+
+
+def test_explain_reads_the_pytorch_checkpoint_beside_a_registered_version(world, tmp_path):
+    root = world["root"]
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    review = "A slow start, but the ending was wonderful and moving."
+    proc = run_cli("explain", review, "--out", str(tmp_path / "heat"), "--json", cwd=root, **env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["model"] == "imdb-sentiment@champion" and report["label"] in ("negative", "positive")
+    assert (tmp_path / "heat" / "layer0.png").read_bytes().startswith(b"\x89PNG")
+    table = run_cli("explain", review, "-m", "1", "--layer", "0", "--head", "1", "--out", str(tmp_path / "h2"), cwd=root, **env)
+    assert table.returncode == 0, table.stderr[-2000:]
+    assert "[CLS] attends to (layer 0 of 0-1, head 1)" in table.stdout and "imdb-sentiment/1" in table.stdout
+    missing = run_cli("explain", review, "-m", "9", cwd=root, **env)
+    assert missing.returncode == 1 and "imdb-sentiment has no version or alias '9'" in missing.stderr
 
 
 def test_manual_mode_leaves_promotion_to_people(world, client):

@@ -14,7 +14,7 @@ from imdb_mlops.errors import PipelineError
 from imdb_mlops.scoring import length_shares, psi, read_new_reviews, score
 from tests.conftest import make_reviews
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="flow")]
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from imdb_mlops.tokenization import tokenize
 from imdb_mlops.train import out_of_memory_error, train
 from tests.conftest import REPO_ROOT, cli_env, save_tiny_distilbert, write_hub_layout
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="train")]
 
 TINY_TRAIN = {
     "max_steps": 12,

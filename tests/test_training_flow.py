@@ -22,7 +22,7 @@ from imdb_mlops.orchestration import needs_dvc, stage_error, stage_order, upstre
 from tests.conftest import REPO_ROOT, cli_env, run
 from tests.test_registry import free_port, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="flow")]
 STAGES = ["ingest", "tokenize", "train", "evaluate", "export", "generate", "register"]
 
 

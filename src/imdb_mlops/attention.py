@@ -223,3 +223,29 @@ def verify_layer(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tens
         "rows_sum_to_one": bool(torch.allclose(model_weights.sum(-1)[real[:, None, :].expand(-1, model_weights.shape[1], -1)],
                                                torch.tensor(1.0), atol=1e-5)),
     }  # fmt: skip
+
+
+WEIGHT_TOLERANCE = 1e-4  # float32 math in a different order: differences of 1e-7..1e-6 are expected
+
+
+def check_checkpoint(model_dir: Any, text: str) -> list[dict[str, Any]]:
+    """:func:`verify_layer` for every layer of a saved classifier or causal LM, on one text."""
+    from pathlib import Path
+
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = Path(model_dir)
+    if not (folder / "config.json").exists():
+        raise PipelineError(f"--model: '{folder}' has no config.json; not a transformers checkpoint folder")
+    if not text.strip():
+        raise PipelineError("text: empty; give a review to run through the model")
+    config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
+    if config.model_type not in SUPPORTED:
+        raise PipelineError(f"--model: model type '{config.model_type}' is not supported (supported: {', '.join(SUPPORTED)})")
+    classifier = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
+    loader = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
+    model = loader.from_pretrained(str(folder), attn_implementation="eager", trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 512)
+    batch = tokenizer([text], return_tensors="pt", truncation=True, max_length=limit)
+    return [verify_layer(model, batch["input_ids"], batch["attention_mask"], layer) for layer in range(n_layers(model))]

@@ -382,7 +382,7 @@ def explain(
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False))
         return
-    console = Console()
+    console = _wide_console()
     colour = "green" if report["label"] == "positive" else "red"
     console.print(f"[bold {colour}]{report['label']}[/] ({report['probability']:.3f})  model {source}", highlight=False)
     if report["truncation"]:
@@ -390,7 +390,8 @@ def explain(
     heads = {report["head"]: report["cls_top"]} if not per_head else report["cls_top_per_head"]
     for h, rows in heads.items():
         which = "mean of all heads" if h is None else f"head {h}"
-        table = Table(title=f"[CLS] attends to (layer {report['layer']} of 0-{report['layers'] - 1}, {which})")
+        console.print(f"[CLS] attends to (layer {report['layer']} of 0-{report['layers'] - 1}, {which}):", highlight=False, markup=False)
+        table = Table()
         for column in ("position", "token", "weight"):
             table.add_column(column, justify="left" if column == "token" else "right")
         for row in rows:
@@ -398,6 +399,35 @@ def explain(
         console.print(table)
     if report.get("figures"):
         console.print(f"{len(report['figures'])} heatmaps in {out}/ (layer<L>.png{', layer<L>_head<H>.png' if per_head or head is not None else ''})")
+
+
+@app.command("attention-check")
+@handles_errors
+def attention_check(
+    text: Annotated[str, typer.Argument(help="A review to run through the model.")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="A classifier or generator checkpoint folder.")] = Path(
+        "models/classifier"
+    ),
+) -> None:
+    """Recompute every layer's attention from its own Q/K/V weights (imdb_mlops.attention) and compare with the model."""
+    from rich.table import Table
+
+    from imdb_mlops.attention import WEIGHT_TOLERANCE, check_checkpoint
+
+    rows = check_checkpoint(model, text)
+    out = _wide_console()
+    out.print(f"Reference attention vs {model} ({rows[0]['kind']}, {'causal' if rows[0]['causal'] else 'bidirectional'}):", highlight=False)
+    table = Table()
+    for column in ("layer", "max |Δ weights|", "max |Δ hidden states|", "max weight on a later token"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(str(row["layer"]), f"{row['max_abs_diff_weights']:.2e}", f"{row['max_abs_diff_hidden']:.2e}",
+                      f"{row['max_future_weight']:.3g}")  # fmt: skip
+    out.print(table)
+    worst = max(max(r["max_abs_diff_weights"], r["max_abs_diff_hidden"]) for r in rows)
+    if worst > WEIGHT_TOLERANCE:
+        raise PipelineError(f"attention check: largest difference {worst:.2e} exceeds {WEIGHT_TOLERANCE:g}")
+    typer.echo(f"ok: every layer within {WEIGHT_TOLERANCE:g}")
 
 
 @app.command()

@@ -24,6 +24,10 @@ OFFLINE_HINT = (
     "point it at local files instead: `imdb-mlops exp-run --offline`, or "
     "`dvc exp run -S data.source=../shared/imdb -S model.name=<checkpoint folder>` (README, 'Offline')"
 )
+GENERATOR_OFFLINE_HINT = (
+    "point it at a local GPT-2 folder, or train one from scratch: `-S generation.model=scratch` "
+    "(`imdb-mlops exp-run --offline` does; README, 'Offline')"
+)
 
 
 def local_path(value: str, key: str) -> Path | None:
@@ -62,9 +66,9 @@ def ensure_hub_reachable(key: str, repo_id: str, timeout_s: float) -> None:
         requests.head(endpoint, timeout=timeout_s, allow_redirects=False)
     except requests.RequestException as exc:
         reason = type(exc).__name__
+        hint = GENERATOR_OFFLINE_HINT if key == "generation.model" else OFFLINE_HINT
         raise PipelineError(
-            f"{key}: cannot reach the Hugging Face hub at {endpoint} to load '{repo_id}' "
-            f"({reason}); {OFFLINE_HINT}"
+            f"{key}: cannot reach the Hugging Face hub at {endpoint} to load '{repo_id}' ({reason}); {hint}"
         ) from None
 
 
