@@ -498,13 +498,10 @@ def _read_split(raw_dir: Path, split: str) -> pd.DataFrame:
 
 
 def _sample(frame: pd.DataFrame, n: int | None, seed: int) -> tuple[list[str], list[int]]:
-    """Up to ``n`` rows, stratified by label and seeded; all rows when ``n`` is None."""
-    if n is not None and n < len(frame):
-        rng = np.random.default_rng(seed)
-        keep: list[int] = []
-        for rows in frame.groupby("label").indices.values():
-            keep += rng.choice(rows, max(1, round(len(rows) * n / len(frame))), replace=False).tolist()
-        frame = frame.iloc[sorted(keep)]
+    """Texts and labels of up to ``n`` rows, stratified by label and seeded (as the ingest stage samples)."""
+    from imdb_mlops.ingest import stratified_sample
+
+    frame = stratified_sample(frame, n, seed)
     return frame["text"].tolist(), [int(v) for v in frame["label"]]
 
 

@@ -108,7 +108,7 @@ def prepare_splits(frames: dict[str, pd.DataFrame], data: DataConfig, seed: int)
 
     for name in SPLITS:
         cap = getattr(data.max_samples, name)
-        splits[name] = _stratified_sample(splits[name], cap, seed)
+        splits[name] = stratified_sample(splits[name], cap, seed)
         splits[name] = (
             splits[name].sample(frac=1.0, random_state=seed).reset_index(drop=True).drop(columns=["origin"])
         )
@@ -161,7 +161,8 @@ def _need_both_labels(frame: pd.DataFrame, what: str) -> None:
         )
 
 
-def _stratified_sample(frame: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame:
+def stratified_sample(frame: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame:
+    """Up to ``cap`` rows, stratified by label and seeded; the whole frame when ``cap`` is None."""
     if cap is None or cap >= len(frame):
         return frame
     counts = frame["label"].value_counts()
