@@ -68,7 +68,6 @@ def main() -> None:
     else:
         model, tokenizer, what = build_model(args.imdb, 8000)
     add_control_codes(model, tokenizer)
-    tokenizer.padding_side = "left"
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     model.to(args.device, dtype=dtype).eval()
     model.generation_config.min_new_tokens = args.new_tokens  # every row generates exactly --new-tokens

@@ -355,7 +355,6 @@ def generation_requests(cfg: GenerationConfig) -> list[tuple[str, str]]:
 def _generate_with_progress(model: Any, tokenizer: Any, requests: list[tuple[str, str]], cfg: GenerationConfig) -> tuple[list[str], int]:
     from imdb_mlops.textgen import generate_texts
 
-    tokenizer.padding_side = "left"
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("Generating reviews", total=len(requests))
         try:

@@ -36,7 +36,6 @@ class GeneratorModel(PythonModel):
         folder = Path(context.artifacts["generator"])
         self.settings = json.loads((folder / "generation_settings.json").read_text())
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
-        self.tokenizer.padding_side = "left"
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = AutoModelForCausalLM.from_pretrained(str(folder), trust_remote_code=False).to(device).eval()
 
