@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from imdb_mlops.cli import offline_model_path
+from imdb_mlops.modeling.pretrained import packaged_minilm_path as offline_model_path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,11 @@ def main() -> None:
         params["data"]["max_samples"] = {"train": args.train, "validation": args.train // 4, "test": args.train}
         params["model"]["name"] = str(offline_model_path())
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=b", "-c", "user.email=b@l", "commit", "-qm", "b"]):
+        for cmd in (
+            ["git", "init", "-q"],
+            ["git", "add", "-A"],
+            ["git", "-c", "user.name=b", "-c", "user.email=b@l", "commit", "-qm", "b"],
+        ):
             sh(cmd, project)
         first = sh(["dvc", "repro"], project)
         noop = [sh(["dvc", "repro"], project) for _ in range(args.repeats)]

@@ -24,11 +24,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # the tests' helpers build the tiny project
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-from tests.conftest import (  # noqa: E402 - after the environment above
+from helpers import (  # noqa: E402 - after the environment above
     TINY_PIPELINE_PARAMS,
     make_project_copy,
     make_reviews,
@@ -58,9 +59,10 @@ def main() -> None:
     import pandas as pd
     from prefect.testing.utilities import prefect_test_harness
 
-    from imdb_mlops.cli import offline_model_path
     from imdb_mlops.config import load_params
-    from imdb_mlops.registry import connect, load_pyfunc, predict_chunked
+    from imdb_mlops.modeling.pretrained import packaged_minilm_path as offline_model_path
+    from imdb_mlops.registry.predict import predict_chunked
+    from imdb_mlops.registry.versions import connect, load_pyfunc
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -86,7 +88,9 @@ def main() -> None:
             }
             noop = {
                 "dvc_repro_s": [timed(lambda: dvc_repro(projects["dvc"])) for _ in range(args.repeats)],
-                "training_flow_s": [timed(lambda: training_flow(project_dir=str(projects["flow"]))) for _ in range(args.repeats)],
+                "training_flow_s": [
+                    timed(lambda: training_flow(project_dir=str(projects["flow"]))) for _ in range(args.repeats)
+                ],
             }
 
             project = projects["flow"]
@@ -99,12 +103,21 @@ def main() -> None:
 
             def direct() -> None:
                 pyfunc = load_pyfunc(f"models:/{params.registry.model_name}@champion")
-                predict_chunked(pyfunc, reviews["text"].tolist(), params.registry.max_texts_per_request, params.registry.max_text_chars)
+                predict_chunked(
+                    pyfunc,
+                    reviews["text"].tolist(),
+                    params.registry.max_texts_per_request,
+                    params.registry.max_text_chars,
+                )
 
             direct()  # warm-up: imports, model download from the store
             direct_s = statistics.median(timed(direct) for _ in range(args.repeats))
             flow_s = statistics.median(
-                timed(lambda i=i: scoring_flow(input_path=str(tmp / "incoming"), out_dir=str(tmp / f"out{i}"), project_dir=str(project)))
+                timed(
+                    lambda i=i: scoring_flow(
+                        input_path=str(tmp / "incoming"), out_dir=str(tmp / f"out{i}"), project_dir=str(project)
+                    )
+                )
                 for i in range(args.repeats)
             )
             scored = len(pd.read_parquet(tmp / "out0" / "predictions.parquet"))

@@ -3,7 +3,7 @@
     python benchmarks/generate.py [--model models/generator] [--prompts 32] [--new-tokens 64]
                                   [--batch-sizes 1 8 32] [--device cpu|cuda] [--out FILE]
 
-Both runs go through the generate stage's own decoding code (:func:`imdb_mlops.textgen.generate_texts`:
+Both runs go through the generate stage's own decoding code (:func:`imdb_mlops.modeling.textgen.generate_texts`:
 control code + prompt, left padding, KV cache, sampling with the stage's defaults), on the same
 prompts (the params' prompts with both control codes, in turn). Every row is made to produce
 exactly ``--new-tokens`` tokens (``min_new_tokens`` = ``max_new_tokens``: no early end-of-text),
@@ -33,7 +33,11 @@ def build_model(imdb: Path, vocab_size: int) -> tuple[object, object, str]:
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
     files = sorted(imdb.rglob("train-*.parquet"))
-    texts = pd.read_parquet(files[0], columns=["text"])["text"].head(5000).tolist() if files else ["the film was fine"] * 100
+    texts = (
+        pd.read_parquet(files[0], columns=["text"])["text"].head(5000).tolist()
+        if files
+        else ["the film was fine"] * 100
+    )
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(texts, vocab_size=vocab_size, special_tokens=["<|endoftext|>"], show_progress=False)
     eos = "<|endoftext|>"
@@ -48,7 +52,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from imdb_mlops.config import DecodingConfig, load_params
-    from imdb_mlops.textgen import SENTIMENTS, add_control_codes, generate_texts
+    from imdb_mlops.modeling.textgen import SENTIMENTS, add_control_codes, generate_texts
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="a causal-LM folder (e.g. models/generator)")
@@ -87,7 +91,9 @@ def main() -> None:
         seconds = time.perf_counter() - start
         results.append({"batch_size": batch, "new_tokens": tokens, "seconds": round(seconds, 3),
                         "tokens_per_s": round(tokens / seconds, 1)})  # fmt: skip
-        print(f"batch {batch:>3}: {tokens} new tokens in {seconds:.2f} s = {tokens / seconds:,.1f} tokens/s", flush=True)
+        print(
+            f"batch {batch:>3}: {tokens} new tokens in {seconds:.2f} s = {tokens / seconds:,.1f} tokens/s", flush=True
+        )
     base = results[0]["tokens_per_s"]
     for row in results:
         row["vs_batch_1"] = round(row["tokens_per_s"] / base, 2)

@@ -44,7 +44,7 @@ def main() -> None:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from imdb_mlops.export import build_variants, make_session, onnx_logits
+    from imdb_mlops.modeling.onnx_variants import build_variants, make_session, onnx_logits
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, default=REPO / "models" / "classifier")
@@ -84,7 +84,9 @@ def main() -> None:
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        eager = AutoModelForSequenceClassification.from_pretrained(str(args.model_dir), attn_implementation="eager").eval()
+        eager = AutoModelForSequenceClassification.from_pretrained(
+            str(args.model_dir), attn_implementation="eager"
+        ).eval()
         variants = build_variants(eager, Path(tmp), opset=17, gpu=gpu)
         runners = {"pytorch": torch_runner(torch.float32)}
         if gpu:
@@ -104,7 +106,10 @@ def main() -> None:
                 row[f"batch{batch}_texts_per_s"] = round(rate, 2)
             row["accuracy"] = round(float((logits.argmax(1) == labels).mean()), 4)
             results[name] = row
-            print(f"{name:<11} b1 {row['batch1_texts_per_s']:7.2f}/s  b32 {row['batch32_texts_per_s']:7.2f}/s  acc {row['accuracy']:.4f}", file=sys.stderr)
+            print(
+                f"{name:<11} b1 {row['batch1_texts_per_s']:7.2f}/s  b32 {row['batch32_texts_per_s']:7.2f}/s  acc {row['accuracy']:.4f}",
+                file=sys.stderr,
+            )
     base = results["pytorch"]
     summary = {
         "device": torch.cuda.get_device_name(0) if gpu else f"CPU ({os.cpu_count()} cores)",
@@ -120,10 +125,14 @@ def main() -> None:
         },
     }
     if gpu:
-        best_half = {b: max(results[n][f"batch{b}_texts_per_s"] for n in ("pytorch_bf16", "pytorch_fp16")) for b in (1, 32)}
-        summary["onnx_fp16_vs_best_pytorch_half"] = {
-            f"batch{b}": round(results["onnx_fp16"][f"batch{b}_texts_per_s"] / best_half[b], 2) for b in (1, 32)
-        } if "onnx_fp16" in results else None
+        best_half = {
+            b: max(results[n][f"batch{b}_texts_per_s"] for n in ("pytorch_bf16", "pytorch_fp16")) for b in (1, 32)
+        }
+        summary["onnx_fp16_vs_best_pytorch_half"] = (
+            {f"batch{b}": round(results["onnx_fp16"][f"batch{b}_texts_per_s"] / best_half[b], 2) for b in (1, 32)}
+            if "onnx_fp16" in results
+            else None
+        )
     print(json.dumps(summary, indent=2))
     if args.out:
         args.out.write_text(json.dumps(summary, indent=2) + "\n")

@@ -28,10 +28,10 @@ def measure(mode: str, imdb: Path, n: int, repeats: int) -> float:
     import pandas as pd
     from datasets import Dataset, DatasetDict, disable_progress_bars
 
-    from imdb_mlops.cli import offline_model_path
     from imdb_mlops.config import Params, TokenizeConfig
-    from imdb_mlops.pretrained import load_tokenizer
-    from imdb_mlops.tokenization import tokenize_splits
+    from imdb_mlops.modeling.pretrained import load_tokenizer
+    from imdb_mlops.modeling.pretrained import packaged_minilm_path as offline_model_path
+    from imdb_mlops.stages.tokenize import tokenize_splits
 
     disable_progress_bars()
     train = pd.read_parquet(next(imdb.rglob("train-*.parquet")), columns=["text", "label"])
@@ -58,8 +58,22 @@ def run_worker(mode: str, threads: bool, args: argparse.Namespace) -> float:
     if not threads:
         env["TOKENIZERS_PARALLELISM"] = "false"
     out = subprocess.run(
-        [sys.executable, __file__, "--worker", mode, "--imdb", str(args.imdb), "--n", str(args.n), "--repeats", str(args.repeats)],
-        env=env, capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            __file__,
+            "--worker",
+            mode,
+            "--imdb",
+            str(args.imdb),
+            "--n",
+            str(args.n),
+            "--repeats",
+            str(args.repeats),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return float(out.stdout.strip().splitlines()[-1])
 

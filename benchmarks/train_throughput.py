@@ -34,7 +34,7 @@ def worker(mode: str, args: argparse.Namespace, workdir: Path) -> dict[str, floa
     from datasets import load_from_disk
 
     from imdb_mlops.config import load_params
-    from imdb_mlops.train import load_classifier, train, training_arguments, validation_metrics
+    from imdb_mlops.stages.train import load_classifier, train, training_arguments, validation_metrics
 
     os.chdir(workdir)
     params = load_params(Path("params.yaml"))
@@ -55,8 +55,10 @@ def worker(mode: str, args: argparse.Namespace, workdir: Path) -> dict[str, floa
         pad = tokenizer.pad_token_id
 
         def pad_to_512(batch):
-            return {"input_ids": [ids + [pad] * (512 - len(ids)) for ids in batch["input_ids"]],
-                    "attention_mask": [[1] * len(ids) + [0] * (512 - len(ids)) for ids in batch["input_ids"]]}
+            return {
+                "input_ids": [ids + [pad] * (512 - len(ids)) for ids in batch["input_ids"]],
+                "attention_mask": [[1] * len(ids) + [0] * (512 - len(ids)) for ids in batch["input_ids"]],
+            }
 
         train_set, eval_set = train_set.map(pad_to_512, batched=True), eval_set.map(pad_to_512, batched=True)
         training_args.train_sampling_strategy = "random"
@@ -64,8 +66,12 @@ def worker(mode: str, args: argparse.Namespace, workdir: Path) -> dict[str, floa
     else:
         collator = transformers.DataCollatorWithPadding(tokenizer)
     trainer = transformers.Trainer(
-        model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set,
-        processing_class=tokenizer, data_collator=collator,
+        model=model,
+        args=training_args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=tokenizer,
+        data_collator=collator,
         compute_metrics=validation_metrics(),
     )
     result = trainer.train()
@@ -77,11 +83,11 @@ def prepare(args: argparse.Namespace, workdir: Path) -> None:
     """Ingest and tokenize N real reviews once, with params for a fixed number of steps."""
     import yaml
 
-    from imdb_mlops.cli import offline_model_path
     from imdb_mlops.config import validate_params
-    from imdb_mlops.ingest import ingest
-    from imdb_mlops.tokenization import tokenize
-    from imdb_mlops.tracking import setup_mlflow
+    from imdb_mlops.modeling.pretrained import packaged_minilm_path as offline_model_path
+    from imdb_mlops.registry.tracking import setup_mlflow
+    from imdb_mlops.stages.ingest import ingest
+    from imdb_mlops.stages.tokenize import tokenize
 
     tree = yaml.safe_load((REPO / "params.yaml").read_text())
     samples = args.steps * args.batch
@@ -89,8 +95,13 @@ def prepare(args: argparse.Namespace, workdir: Path) -> None:
     tree["model"]["name"] = str(offline_model_path())
     tree["tokenize"].update(max_length=512, num_proc=1)
     tree["train"].update(
-        max_steps=args.steps, per_device_train_batch_size=args.batch, eval_strategy="steps",
-        eval_steps=args.steps, logging_steps=1, early_stopping_patience=0, save_total_limit=1,
+        max_steps=args.steps,
+        per_device_train_batch_size=args.batch,
+        eval_strategy="steps",
+        eval_steps=args.steps,
+        logging_steps=1,
+        early_stopping_patience=0,
+        save_total_limit=1,
     )
     (workdir / "params.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
     params = validate_params(tree)
@@ -120,14 +131,31 @@ def main() -> None:
         results = {}
         for mode in ("pad512", "bare", "stage"):
             out = subprocess.run(
-                [sys.executable, __file__, "--worker", mode, "--workdir", str(workdir), "--imdb", str(args.imdb),
-                 "--steps", str(args.steps), "--batch", str(args.batch)],
-                env=env, capture_output=True, text=True,
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    mode,
+                    "--workdir",
+                    str(workdir),
+                    "--imdb",
+                    str(args.imdb),
+                    "--steps",
+                    str(args.steps),
+                    "--batch",
+                    str(args.batch),
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
             )
             if out.returncode != 0:
                 sys.exit(f"{mode} failed:\n{out.stderr[-3000:]}")
             results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"{mode:<7} {results[mode]['samples_per_s']:6.2f} samples/s  {results[mode]['wall_s']:6.1f} s wall", file=sys.stderr)
+            print(
+                f"{mode:<7} {results[mode]['samples_per_s']:6.2f} samples/s  {results[mode]['wall_s']:6.1f} s wall",
+                file=sys.stderr,
+            )
     summary = {
         "steps": args.steps,
         "batch": args.batch,

@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 try:
-    from pipelines import _prefect_env  # noqa: F401
+    from pipelines import _prefect_env
 except ImportError:  # pragma: no cover - run as a file by a worker
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from pipelines import _prefect_env  # noqa: F401
@@ -23,7 +23,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from imdb_mlops.config import load_params
-from imdb_mlops.scoring import score
+from imdb_mlops.scoring.batch import score
 
 
 @task(task_run_name="score {input_path}")
@@ -42,10 +42,16 @@ def drift_markdown(report: dict[str, Any], out_dir: str) -> str:
         "",
         "| check | reference | current | PSI | status |",
         "|---|---|---|---|---|",
-        f"| review length (words, median) | {drift['length_words']['reference_median']} | {drift['length_words']['median']} | {drift['length_words']['psi']} | {'**warning**' if drift['length_words'].get('warning') else 'ok'} |",
-        f"| unknown-token rate | {drift['unknown_token_rate']['reference']} | {drift['unknown_token_rate']['current']} | | {'**warning**' if drift['unknown_token_rate'].get('warning') else 'ok'} |",
-        f"| predicted positive share | {drift['predicted_labels']['reference_positive_share']} | {drift['predicted_labels']['positive_share']} | {drift['predicted_labels']['psi']} | {'**warning**' if drift['predicted_labels'].get('warning') else 'ok'} |",
     ]
+    rows = (
+        ("review length (words, median)", "length_words", "reference_median", "median", "psi"),
+        ("unknown-token rate", "unknown_token_rate", "reference", "current", None),
+        ("predicted positive share", "predicted_labels", "reference_positive_share", "positive_share", "psi"),
+    )
+    for title, check, reference, current, psi in rows:
+        entry = drift[check]
+        status = "**warning**" if entry.get("warning") else "ok"
+        lines.append(f"| {title} | {entry[reference]} | {entry[current]} | {entry[psi] if psi else ''} | {status} |")
     if report["warnings"]:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in report["warnings"]]
     return "\n".join(lines) + "\n"
@@ -61,7 +67,7 @@ def scoring_flow(
     """Score ``input_path`` with the champion (or ``model``); drift report as artifact and file."""
     logger = get_run_logger()
     root = Path(project_dir).resolve()
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = out_dir or str(root / "scores" / stamp)
     report = score_reviews(input_path, out, model, str(root))
     for warning in report["warnings"]:

@@ -19,10 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 try:  # run as a file by a Prefect worker (entrypoint pipelines/training_flow.py:training_flow)
-    from pipelines import _prefect_env  # noqa: F401
+    from pipelines import _prefect_env
 except ImportError:  # pragma: no cover
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from pipelines import _prefect_env  # noqa: F401
@@ -31,21 +29,21 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
+from imdb_mlops.common.errors import ParamsError
+from imdb_mlops.common.files import read_json
 from imdb_mlops.config import load_params
-from imdb_mlops.orchestration import (
+from imdb_mlops.config.overrides import parse_assignments, resolve_overrides, write_overrides
+from imdb_mlops.orchestration.dvc_stages import (
     StageResult,
-    apply_overrides,
     changed_stages,
     check_stage_settings,
     needs_dvc,
-    resolve_overrides,
     run_stage,
     stage_graph,
     stage_settings,
-    summary,
-    summary_markdown,
     tag_training_run,
 )
+from imdb_mlops.orchestration.summary import summary, summary_markdown
 
 
 @task(task_run_name="dvc repro {stage}")
@@ -67,12 +65,17 @@ def notify_failure(flow_: Any, run: Any, state: Any) -> None:
     if not url:
         try:
             url = load_params(project_dir / "params.yaml").orchestration.failure_webhook
-        except Exception:  # noqa: BLE001 - a broken params file must not hide the original failure
+        except Exception:
             url = None
     if not url:
         return
-    message = {"flow": flow_.name, "flow_run": run.name, "flow_run_id": str(run.id), "state": state.name,
-               "message": state.message}
+    message = {
+        "flow": flow_.name,
+        "flow_run": run.name,
+        "flow_run_id": str(run.id),
+        "state": state.name,
+        "message": state.message,
+    }
     try:
         requests.post(url, json=message, timeout=10)
     except requests.RequestException as exc:
@@ -91,7 +94,7 @@ def training_flow(
     applied, planned = resolve_overrides(root, overrides or {}, profiles or [])  # errors before any write
     stages, ancestors = stage_graph(root)
     check_stage_settings(planned, stages)
-    apply_overrides(root, applied)
+    write_overrides(root / "params.yaml", applied)
     if applied:
         logger.info("params overridden: %s", json.dumps(applied, default=str))
     params = load_params(root / "params.yaml")
@@ -107,12 +110,16 @@ def training_flow(
     run_id = tag_training_run(root, applied, str(flow_run.id) if flow_run.id else None)
     markdown = summary_markdown(root, results, applied, run_id)
     create_markdown_artifact(key="imdb-training-summary", markdown=markdown, description="Stages, metrics, registry")
-    registered = json.loads((root / "reports" / "register.json").read_text()) if (root / "reports" / "register.json").exists() else {}
-    generation_path = root / "reports" / "generation.json"
-    generation = json.loads(generation_path.read_text()) if generation_path.exists() else {}
-    return {"stages": summary(results), "overrides": applied, "mlflow_run_id": run_id,
-            "version": registered.get("version"), "gate": registered.get("gate"),
-            "generator_version": generation.get("version")}
+    registered = read_json(root / "reports" / "register.json")
+    generation = read_json(root / "reports" / "generation.json")
+    return {
+        "stages": summary(results),
+        "overrides": applied,
+        "mlflow_run_id": run_id,
+        "version": registered.get("version"),
+        "gate": registered.get("gate"),
+        "generator_version": generation.get("version"),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -121,12 +128,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", action="append", default=[], help="profiles/NAME.yaml overlay")
     parser.add_argument("--project-dir", default=".")
     args = parser.parse_args(argv)
-    overrides = {}
-    for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            parser.error(f"--set {item}: expected KEY=VALUE")
-        overrides[key] = yaml.safe_load(raw)
+    try:
+        overrides = parse_assignments(args.set, "--set")
+    except ParamsError as exc:
+        parser.error(str(exc))
     result = training_flow(overrides=overrides, profiles=args.profile, project_dir=args.project_dir)
     print(json.dumps(result, indent=2, default=str))
 

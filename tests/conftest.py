@@ -1,44 +1,24 @@
-"""Shared fixtures: synthetic reviews, the offline MiniLM tokenizer, the real IMDB copy."""
+"""Shared fixtures: synthetic reviews, the offline MiniLM tokenizer, tiny models, the real IMDB
+copy, a real Prefect API. Plain helpers live in ``helpers.py``."""
 
 from __future__ import annotations
 
 import os
-import random
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_IMDB = REPO_ROOT.parent / "shared" / "imdb"
-
-POSITIVE_WORDS = ["great", "wonderful", "moving", "brilliant", "superb", "delightful", "funny", "charming"]
-NEGATIVE_WORDS = ["awful", "boring", "dull", "terrible", "clumsy", "tedious", "weak", "lifeless"]
-FILLER = ["the", "film", "plot", "actor", "scene", "story", "camera", "music", "ending", "script"]
-
-
-def make_reviews(n: int, seed: int = 0, prefix: str = "") -> pd.DataFrame:
-    """``n`` distinct synthetic reviews, balanced labels, with an IMDB-like star rating."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        label = i % 2
-        words = POSITIVE_WORDS if label else NEGATIVE_WORDS
-        body = " ".join(rng.choice(FILLER + words) for _ in range(rng.randint(8, 60)))
-        rating = rng.randint(7, 10) if label else rng.randint(1, 4)
-        rows.append({"text": f"{prefix}review {i}: {body}<br /><br />{rng.choice(words)}.", "label": label, "rating": rating})
-    return pd.DataFrame(rows)
-
-
-def write_hub_layout(root: Path, n_train: int = 200, n_test: int = 100) -> Path:
-    """A folder laid out like the hub's stanfordnlp/imdb parquet export."""
-    (root / "plain_text").mkdir(parents=True)
-    make_reviews(n_train, seed=1, prefix="tr ").to_parquet(root / "plain_text" / "train-00000-of-00001.parquet")
-    make_reviews(n_test, seed=2, prefix="te ").to_parquet(root / "plain_text" / "test-00000-of-00001.parquet")
-    return root
+from helpers import (
+    SHARED_IMDB,
+    TINY_GENERATION_PARAMS,
+    TINY_PIPELINE_PARAMS,
+    make_project_copy,
+    run,
+    save_tiny_distilbert,
+    save_tiny_gpt2,
+    set_params,
+    write_hub_layout,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -73,88 +53,9 @@ def shared_imdb() -> Path:
     return SHARED_IMDB
 
 
-def cli_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update({"DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1", "HF_HUB_DISABLE_TELEMETRY": "1"})
-    env.update(extra)
-    return env
-
-
-def run_cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "imdb_mlops", *args], cwd=cwd, env=cli_env(**env), capture_output=True, text=True
-    )
-
-
-def run(cmd: list[str], cwd: Path, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, cwd=cwd, env=cli_env(**env), capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
 @pytest.fixture
 def project_copy(tmp_path: Path) -> Path:
     return make_project_copy(tmp_path)
-
-
-def make_project_copy(tmp_path: Path) -> Path:
-    """A fresh git + DVC checkout of this repository's tracked files, with its own DVC remote."""
-    dest = tmp_path / "project"
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
-    for name in filter(None, files.stdout.split("\0")):
-        src = REPO_ROOT / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    run(["git", "init", "-q"], dest)
-    run(["git", "config", "user.email", "test@localhost"], dest)
-    run(["git", "config", "user.name", "test"], dest)
-    run(["dvc", "remote", "modify", "--local", "storage", "url", str(tmp_path / "remote")], dest)
-    run(["git", "add", "-A"], dest)
-    run(["git", "commit", "-qm", "copy"], dest)
-    return dest
-
-
-def save_tiny_distilbert(folder: Path, tokenizer_dir: Path, classifier_labels: int | None = None, **config) -> Path:
-    """A tiny DistilBERT built from a config, saved like a real checkpoint (with a tokenizer)."""
-    from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification, DistilBertModel
-
-    import torch
-
-    torch.manual_seed(0)  # the same tiny weights in every run
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    settings = {"vocab_size": len(tokenizer), "dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64}
-    settings.update(config)
-    if classifier_labels:
-        model = DistilBertForSequenceClassification(DistilBertConfig(num_labels=classifier_labels, **settings))
-    else:
-        model = DistilBertModel(DistilBertConfig(**settings))
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def save_tiny_gpt2(folder: Path, n_positions: int = 256, **config) -> Path:
-    """A tiny GPT-2 built from a config with a small byte-level BPE vocabulary (learned from
-    synthetic reviews), saved like a real checkpoint: weights as safetensors, tokenizer beside them."""
-    import torch
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    torch.manual_seed(0)
-    bpe = ByteLevelBPETokenizer()
-    texts = make_reviews(400, seed=7)["text"].tolist()
-    bpe.train_from_iterator(texts, vocab_size=400, min_frequency=2, special_tokens=["<|endoftext|>"], show_progress=False)
-    eos = "<|endoftext|>"
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=eos, eos_token=eos, unk_token=eos)
-    settings = {"vocab_size": len(tokenizer), "n_positions": n_positions, "n_embd": 32, "n_layer": 2, "n_head": 2,
-                "bos_token_id": tokenizer.eos_token_id, "eos_token_id": tokenizer.eos_token_id}
-    settings.update(config)
-    GPT2LMHeadModel(GPT2Config(**settings)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="session")
@@ -162,54 +63,14 @@ def tiny_gpt2(tmp_path_factory) -> Path:
     return save_tiny_gpt2(tmp_path_factory.mktemp("models") / "tiny-gpt2")
 
 
-# Generation settings that keep the generate stage to seconds with a tiny GPT-2.
-TINY_GENERATION_PARAMS = {
-    "generation.finetune.max_steps": 6,
-    "generation.finetune.train_samples": 64,
-    "generation.finetune.block_size": 64,
-    "generation.finetune.logging_steps": 2,
-    "generation.finetune.learning_rate": 3e-3,
-    "generation.samples_per_sentiment": 4,
-    "generation.perplexity_samples": 16,
-    "generation.decoding.max_new_tokens": 12,
-    "generation.decoding.batch_size": 4,
-}
-
-
 @pytest.fixture(scope="session")
 def tiny_distilbert(tmp_path_factory, minilm_path) -> Path:
     return save_tiny_distilbert(tmp_path_factory.mktemp("models") / "tiny-distilbert", minilm_path)
 
 
-TINY_PIPELINE_PARAMS = {
-    "tokenize.max_length": 64,
-    "train.max_steps": 60,
-    "train.eval_strategy": "steps",
-    "train.eval_steps": 30,
-    "train.logging_steps": 10,
-    "train.learning_rate": 2e-3,
-    "evaluate.bootstrap_samples": 200,
-    "tracking.system_metrics": False,
-    "export.latency_samples": 8,
-}
-
-
-def set_params(project: Path, **dotted: object) -> None:
-    """Edit a project's params.yaml (dotted keys) and check it still validates."""
-    import yaml
-
-    from imdb_mlops.config import load_params
-
-    path = project / "params.yaml"
-    tree = yaml.safe_load(path.read_text())
-    for key, value in dotted.items():
-        *parents, leaf = key.split(".")
-        node = tree
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    path.write_text(yaml.safe_dump(tree, sort_keys=False))
-    load_params(path)
+@pytest.fixture(scope="session")
+def tiny_distilbert_classifier(tmp_path_factory, minilm_path) -> Path:
+    return save_tiny_distilbert(tmp_path_factory.mktemp("models") / "tiny-classifier", minilm_path, classifier_labels=2)
 
 
 @pytest.fixture(scope="session")
@@ -232,7 +93,9 @@ def flow_project(tmp_path_factory, prefect_api, tiny_distilbert_classifier, tiny
     tmp = tmp_path_factory.mktemp("flow")
     project = make_project_copy(tmp)
     settings = {**TINY_PIPELINE_PARAMS, **TINY_GENERATION_PARAMS, "generation.model": str(tiny_gpt2)}
-    settings.update({"data.source": str(write_hub_layout(tmp / "imdb", 320, 160)), "model.name": str(tiny_distilbert_classifier)})
+    settings.update(
+        {"data.source": str(write_hub_layout(tmp / "imdb", 320, 160)), "model.name": str(tiny_distilbert_classifier)}
+    )
     settings["train.learning_rate"] = 1e-3
     set_params(project, **settings)
     run(["git", "commit", "-qam", "tiny params"], project)
@@ -240,8 +103,3 @@ def flow_project(tmp_path_factory, prefect_api, tiny_distilbert_classifier, tiny
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")  # the project's own store
         result = training_flow(overrides={"train.learning_rate": 0.002}, project_dir=str(project))
     return project, result
-
-
-@pytest.fixture(scope="session")
-def tiny_distilbert_classifier(tmp_path_factory, minilm_path) -> Path:
-    return save_tiny_distilbert(tmp_path_factory.mktemp("models") / "tiny-classifier", minilm_path, classifier_labels=2)

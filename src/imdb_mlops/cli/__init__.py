@@ -1,0 +1,17 @@
+"""``imdb-mlops``: the command line. Each command is a thin caller of a function elsewhere.
+
+Commands by group: :mod:`~imdb_mlops.cli.stages` (one per DVC stage), :mod:`~imdb_mlops.cli.registry`
+(``imdb-mlops registry ...``), :mod:`~imdb_mlops.cli.models` (write-reviews, explain, attention-check,
+predict, score, serve), :mod:`~imdb_mlops.cli.experiments` (exp-run, check-params, minilm-path).
+Expected failures (bad params, bad data, unreachable hub) print one line, ``error: ...``, and exit
+non-zero; they never print a traceback.
+"""
+
+from imdb_mlops.cli import experiments, models, registry, stages  # noqa: F401 - they add their commands
+from imdb_mlops.cli.app import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

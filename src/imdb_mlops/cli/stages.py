@@ -1,0 +1,140 @@
+"""The stage commands: each a thin caller of one stage function (``dvc.yaml`` runs these)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from imdb_mlops.cli.app import app
+from imdb_mlops.cli.common import DEFAULT_PARAMS_PATH, ParamsOption, handles_errors
+from imdb_mlops.config import load_params
+
+
+@app.command(rich_help_panel="Stages (dvc.yaml runs these)")
+@handles_errors
+def ingest(
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    out: Annotated[Path, typer.Option(help="Folder for the split parquet files.")] = Path("data/raw"),
+    report: Annotated[Path, typer.Option(help="DVC metrics file.")] = Path("reports/data.json"),
+) -> None:
+    """Read data.source, validate and split it into data/raw/{train,validation,test}.parquet."""
+    from imdb_mlops.stages.ingest import ingest as run
+
+    run(load_params(params), out, report)
+
+
+@app.command(rich_help_panel="Stages (dvc.yaml runs these)")
+@handles_errors
+def tokenize(
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    raw: Annotated[Path, typer.Option(help="Ingested splits.")] = Path("data/raw"),
+    out: Annotated[Path, typer.Option(help="Folder for the Arrow datasets.")] = Path("data/tokenized"),
+    report: Annotated[Path, typer.Option(help="DVC metrics file.")] = Path("reports/tokenize.json"),
+) -> None:
+    """Tokenize the ingested splits with model.name's fast tokenizer (no padding)."""
+    from imdb_mlops.stages.tokenize import tokenize as run
+
+    run(load_params(params), raw, out, report)
+
+
+@app.command(rich_help_panel="Stages (dvc.yaml runs these)")
+@handles_errors
+def train(
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    tokenized: Annotated[Path, typer.Option(help="Tokenized datasets.")] = Path("data/tokenized"),
+    raw: Annotated[Path, typer.Option(help="Ingested splits (for the MLflow dataset inputs).")] = Path("data/raw"),
+    model_dir: Annotated[Path, typer.Option("--model-dir", help="Where the trained model goes.")] = Path(
+        "models/classifier"
+    ),
+    reports: Annotated[Path, typer.Option(help="Folder for run file, metrics, history and plots.")] = Path("reports"),
+) -> None:
+    """Fine-tune model.name on the tokenized reviews; track the run in MLflow."""
+    from imdb_mlops.stages.train import train as run
+
+    run(load_params(params), tokenized, raw, model_dir, reports)
+
+
+@app.command(rich_help_panel="Stages (dvc.yaml runs these)")
+@handles_errors
+def evaluate(
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    model_dir: Annotated[Path, typer.Option("--model-dir", help="The trained model.")] = Path("models/classifier"),
+    tokenized: Annotated[Path, typer.Option(help="Tokenized datasets.")] = Path("data/tokenized"),
+    raw: Annotated[Path, typer.Option(help="Ingested splits (review texts for the mistakes file).")] = Path("data/raw"),
+    reports: Annotated[Path, typer.Option(help="Folder for metrics, plots, figures and mistakes.")] = Path("reports"),
+) -> None:
+    """Score the trained model on the test split; write DVC metrics and plots; log to MLflow."""
+    from imdb_mlops.stages.evaluate import evaluate as run
+
+    run(load_params(params), model_dir, tokenized, raw, reports)
+
+
+@app.command("export", rich_help_panel="Stages (dvc.yaml runs these)")
+@handles_errors
+def export_onnx(
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    model_dir: Annotated[Path, typer.Option("--model-dir", help="The trained model.")] = Path("models/classifier"),
+    tokenized: Annotated[Path, typer.Option(help="Tokenized datasets (validation reviews for parity).")] = Path(
+        "data/tokenized"
+    ),
+    out: Annotated[Path, typer.Option(help="Folder for the shipped ONNX variants.")] = Path("models/onnx"),
+    report: Annotated[Path, typer.Option(help="Parity and latency report.")] = Path("reports/onnx.json"),
+    run_file: Annotated[
+        Path | None, typer.Option("--run-file", help="Training run file; its MLflow run gets the figures.")
+    ] = None,
+) -> None:
+    """Export the classifier to ONNX (fp32, int8, fp16 on GPU); ship the variants that pass parity."""
+    from imdb_mlops.stages.export import export as run
+
+    run(load_params(params), model_dir, tokenized, out, report, run_file)
+
+
+@app.command("register", rich_help_panel="Stages (dvc.yaml runs these)")
+@handles_errors
+def register_model(
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    onnx_dir: Annotated[Path, typer.Option("--onnx-dir", help="Shipped ONNX variants and tokenizer.")] = Path(
+        "models/onnx"
+    ),
+    model_dir: Annotated[Path, typer.Option("--model-dir", help="PyTorch checkpoint, logged beside.")] = Path(
+        "models/classifier"
+    ),
+    raw: Annotated[Path, typer.Option(help="Ingested splits (test reviews for the promotion gate).")] = Path(
+        "data/raw"
+    ),
+    run_file: Annotated[Path, typer.Option("--run-file", help="Training run file.")] = Path("reports/train_run.json"),
+    metrics: Annotated[Path, typer.Option(help="Test metrics of the evaluate stage.")] = Path("reports/metrics.json"),
+    onnx_report: Annotated[Path, typer.Option("--onnx-report", help="Parity report of the export stage.")] = Path(
+        "reports/onnx.json"
+    ),
+    report: Annotated[Path, typer.Option(help="Version and gate decision.")] = Path("reports/register.json"),
+) -> None:
+    """Register the ONNX pyfunc in the MLflow registry (alias challenger) and run the promotion gate."""
+    from imdb_mlops.stages.register import register as run
+
+    run(load_params(params), onnx_dir, model_dir, raw, run_file, metrics, onnx_report, report)
+
+
+@app.command("build-generator", rich_help_panel="Stages (dvc.yaml runs these)")
+@handles_errors
+def build_generator(
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+    raw: Annotated[Path, typer.Option(help="Ingested splits.")] = Path("data/raw"),
+    classifier: Annotated[Path, typer.Option(help="The trained classifier (scores the reviews).")] = Path(
+        "models/classifier"
+    ),
+    out: Annotated[Path, typer.Option(help="Folder for the fine-tuned generator.")] = Path("models/generator"),
+    report: Annotated[Path, typer.Option(help="DVC metrics file.")] = Path("reports/generation.json"),
+    samples: Annotated[Path, typer.Option(help="Generated reviews, one JSON object per line.")] = Path(
+        "reports/generated.jsonl"
+    ),
+    run_file: Annotated[Path, typer.Option(help="The classifier's MLflow run file (lineage).")] = Path(
+        "reports/train_run.json"
+    ),
+) -> None:
+    """The generate stage: fine-tune generation.model with control codes, generate, score, register."""
+    from imdb_mlops.stages.generate import generate as run
+
+    run(load_params(params), raw, classifier, out, report, samples, run_file)

@@ -1,0 +1,80 @@
+"""Hub id or local path: one rule for data sources and model names.
+
+``model.name`` and ``data.source`` take either a Hugging Face hub id (``distilbert-base-uncased``,
+``stanfordnlp/imdb``) or a local path. A value that exists on disk is a path; a value that looks
+like a path (``./x``, ``../x``, ``/x``, ``~/x``, a file extension) but does not exist is an error;
+anything else is a hub id, and the hub is probed with a short timeout before any library call
+that would otherwise retry for minutes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import requests
+
+from imdb_mlops.common.errors import PipelineError
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_PATH_HINT = re.compile(r"^(\.{1,2}[/\\]|[/\\~]|[A-Za-z]:[/\\])|\.(csv|parquet|pq|gz|tgz|tar)$")
+
+OFFLINE_HINT = (
+    "point it at local files instead: `imdb-mlops exp-run --offline`, or "
+    "`dvc exp run -S data.source=../shared/imdb -S model.name=<checkpoint folder>` (README, 'Offline')"
+)
+GENERATOR_OFFLINE_HINT = (
+    "point it at a local GPT-2 folder, or train one from scratch: `-S generation.model=scratch` "
+    "(`imdb-mlops exp-run --offline` does; README, 'Offline')"
+)
+
+
+def local_path(value: str, key: str) -> Path | None:
+    """The local path ``value`` names, or None when it is a hub id.
+
+    Raises PipelineError when ``value`` looks like a path but does not exist.
+    """
+    path = Path(value).expanduser()
+    if path.exists():
+        return path
+    if _PATH_HINT.search(value) or not _HUB_ID.match(value):
+        raise PipelineError(f"{key}: path '{value}' does not exist")
+    return None
+
+
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def hub_offline() -> bool:
+    return any(
+        os.environ.get(var, "").upper() in {"1", "ON", "YES", "TRUE"}
+        for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def ensure_hub_reachable(key: str, repo_id: str, timeout_s: float) -> None:
+    """Fail within ``timeout_s`` seconds, with advice, when the hub cannot be reached.
+
+    With HF_HUB_OFFLINE=1 the check is skipped: the libraries then read their local cache only.
+    """
+    if hub_offline():
+        return
+    endpoint = hub_endpoint()
+    try:
+        requests.head(endpoint, timeout=timeout_s, allow_redirects=False)
+    except requests.RequestException as exc:
+        reason = type(exc).__name__
+        hint = GENERATOR_OFFLINE_HINT if key == "generation.model" else OFFLINE_HINT
+        raise PipelineError(
+            f"{key}: cannot reach the Hugging Face hub at {endpoint} to load '{repo_id}' ({reason}); {hint}"
+        ) from None
+
+
+def short_name(name: str, width: int = 40) -> str:
+    """``name`` for tables and messages: long local paths keep only their last parts."""
+    if len(name) <= width:
+        return name
+    parts = Path(name).parts
+    return "…/" + "/".join(parts[-2:]) if len(parts) > 2 else name

@@ -1,0 +1,104 @@
+"""Param overrides: dotted ``KEY=VALUE`` pairs and profile overlays, as ``dvc exp run -S`` takes them.
+
+One path for the CLI (``imdb-mlops exp-run``), the Prefect training flow and the tests:
+:func:`parse_assignments` reads ``KEY=VALUE`` strings, :func:`resolve_overrides` merges profiles
+(``profiles/NAME.yaml``) and explicit overrides and validates the result against the project's
+params (nothing written), and :func:`write_overrides` writes them into ``params.yaml`` with DVC's
+own round-trip YAML writer (comments and order kept), as ``dvc exp run --set-param`` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from imdb_mlops.common.errors import ParamsError
+from imdb_mlops.config.loading import PROFILES_DIR, load_params, read_yaml, validate_params
+from imdb_mlops.config.schema import Params, flatten
+
+
+def set_dotted(tree: MutableMapping[str, Any], dotted: str, value: Any, source: str = "-S") -> None:
+    """``tree["a"]["b"] = value`` for ``dotted == "a.b"``, creating sections as needed."""
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, MutableMapping):
+            raise ParamsError(f"{source} {dotted}: '{part}' is not a section")
+        node = child
+    node[leaf] = value
+
+
+def parse_assignments(items: Iterable[str], option: str = "-S") -> dict[str, Any]:
+    """``["train.epochs=2", ...]`` -> ``{"train.epochs": 2}``; values read as YAML scalars."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ParamsError(f"{option} {item}: expected KEY=VALUE")
+        overrides[key] = yaml.safe_load(raw) if raw else raw
+    return overrides
+
+
+def profile_overrides(project_dir: Path, names: Iterable[str], option: str = "--profile") -> dict[str, Any]:
+    """The dotted overrides of ``profiles/NAME.yaml`` for each name, later ones winning."""
+    merged: dict[str, Any] = {}
+    folder = project_dir / PROFILES_DIR
+    for name in names:
+        path = folder / f"{name}.yaml"
+        if not path.exists():
+            known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+            raise ParamsError(f"{option}: no profile '{name}' ({path} missing; known: {known})")
+        tree = read_yaml(path) or {}
+        if not isinstance(tree, dict):
+            raise ParamsError(f"{path}: must be a mapping of sections")
+        merged.update(flatten(tree))
+    return merged
+
+
+def with_overrides(path: Path, overrides: dict[str, Any]) -> Params:
+    """Validate ``path`` with dotted-key ``overrides`` applied (nothing is written)."""
+    tree = read_yaml(path) or {}
+    for key, value in overrides.items():
+        set_dotted(tree, key, value)
+    return validate_params(tree, source=f"{path} with overrides")
+
+
+def resolve_overrides(
+    project_dir: Path, overrides: dict[str, Any], profiles: Iterable[str] = (), option: str = "profiles"
+) -> tuple[dict[str, Any], Params]:
+    """Profiles, then explicit dotted-key overrides, validated against the project's params;
+    ParamsError (nothing written) on an unknown key or a bad value. Returns the merged
+    overrides and the params they give."""
+    merged = profile_overrides(project_dir, profiles, option)
+    for key, value in overrides.items():
+        if not isinstance(key, str) or not key:
+            raise ParamsError(f"overrides: keys must be dotted param names like 'train.learning_rate' (got {key!r})")
+        merged[key] = value
+    return merged, with_overrides(project_dir / "params.yaml", merged)
+
+
+def write_overrides(params_path: Path, overrides: dict[str, Any]) -> None:
+    """Write validated overrides into ``params_path`` as ``dvc exp run --set-param`` does."""
+    if not overrides:
+        return
+    from dvc.utils.serialize import modify_yaml
+
+    with modify_yaml(str(params_path)) as data:
+        for dotted, value in overrides.items():
+            set_dotted(data, dotted, value)
+    load_params(params_path)  # still valid as written
+
+
+def as_yaml_scalar(value: Any) -> str:
+    """``value`` as the text of a ``-S KEY=VALUE`` argument that reads back as the same value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return str(value)

@@ -1,0 +1,323 @@
+"""The one validated config model for ``params.yaml``: its sections, as pydantic models.
+
+Every stage loads the whole file through :func:`imdb_mlops.config.loading.load_params`, so a typo'd key, a string where
+a number belongs or an out-of-range value anywhere stops the pipeline before any work starts,
+with one line naming the key path, e.g. ``params.yaml: train.learning_rate: must be > 0 (got -1)``.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Section(BaseModel):
+    # strict: no silent "10" -> 10 or 1 -> True coercions; unknown keys are errors.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class HubConfig(_Section):
+    """Access to the Hugging Face hub (used only when a source or model is a hub id)."""
+
+    timeout_s: float = Field(10.0, gt=0, le=300)
+
+
+class MaxSamplesConfig(_Section):
+    """Per-split caps for quick runs; rows are drawn stratified by label with the seed."""
+
+    train: int | None = Field(None, ge=2)
+    validation: int | None = Field(None, ge=2)
+    test: int | None = Field(None, ge=2)
+
+
+class DataConfig(_Section):
+    """Ingest stage: where reviews come from and how they are checked and split."""
+
+    source: str = Field("stanfordnlp/imdb", min_length=1)
+    format: Literal["auto", "hub", "parquet_dir", "aclimdb", "table"] = "auto"
+    text_column: str = Field("text", min_length=1)
+    label_column: str = Field("label", min_length=1)
+    # Raw label value (as written in the file) -> 0 (negative) or 1 (positive).
+    label_map: dict[str, int] | None = None
+    # Share held out as test when the source has a single table (CSV/parquet file).
+    test_size: float = Field(0.5, gt=0, lt=1)
+    validation_size: float = Field(0.1, gt=0, lt=1)
+    max_samples: MaxSamplesConfig = MaxSamplesConfig()
+    clean_html: bool = True
+    drop_duplicates: bool = True
+    drop_leakage: bool = True
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _keys_as_strings(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): v for k, v in value.items()}
+        return value
+
+    @field_validator("label_map")
+    @classmethod
+    def _binary_targets(cls, value: dict[str, int] | None) -> dict[str, int] | None:
+        if value is not None:
+            bad = {k: v for k, v in value.items() if v not in (0, 1)}
+            if bad:
+                raise ValueError(f"values must be 0 or 1 (got {bad})")
+        return value
+
+
+class ModelConfig(_Section):
+    """The classifier checkpoint: a hub id or a local folder, loaded by the same call."""
+
+    name: str = Field("distilbert-base-uncased", min_length=1)
+
+
+class TokenizeConfig(_Section):
+    """Tokenize stage. No padding here: batches are padded dynamically at training time."""
+
+    max_length: int = Field(512, ge=8, le=8192)
+    # head: keep the first max_length tokens; head_tail: keep head_share of the budget from the
+    # start and the rest from the end (long IMDB reviews often state the verdict last;
+    # 0.25 at 512 is the 128 + 382 split of Sun et al., 2019).
+    truncation: Literal["head", "head_tail"] = "head_tail"
+    head_share: float = Field(0.25, ge=0, lt=1)
+    num_proc: int = Field(1, ge=1, le=64)
+    batch_size: int = Field(1000, ge=1)
+
+
+class TrainConfig(_Section):
+    """Fine-tuning with the Hugging Face Trainer (names follow TrainingArguments)."""
+
+    epochs: float = Field(3.0, gt=0)
+    learning_rate: float = Field(5e-5, gt=0, lt=1)
+    per_device_train_batch_size: int = Field(16, ge=1)
+    per_device_eval_batch_size: int = Field(64, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    lr_scheduler_type: Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant_with_warmup"] = (
+        "linear"
+    )
+    max_grad_norm: float = Field(1.0, gt=0)
+    # > 0 caps optimizer steps (quick runs); -1 trains for `epochs`.
+    max_steps: int = Field(-1, ge=-1)
+    # Validation (and a checkpoint: best-model selection needs one per evaluation) every epoch,
+    # or every eval_steps optimizer steps.
+    eval_strategy: Literal["epoch", "steps"] = "epoch"
+    eval_steps: int = Field(500, ge=1)
+    save_total_limit: int = Field(2, ge=1)
+    metric_for_best_model: Literal["accuracy", "f1", "roc_auc", "loss"] = "f1"
+    # Evaluations without improvement before stopping; 0 turns early stopping off.
+    early_stopping_patience: int = Field(2, ge=0)
+    logging_steps: int = Field(50, ge=1)
+    # auto: bf16 on a GPU that supports it, else fp16 on a GPU, fp32 on CPU.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    group_by_length: bool = True
+    # Dropout on attention weights; null keeps the checkpoint's. 0 lets SDPA use its fused
+    # kernels, about a third faster per step on CPU at 256 tokens.
+    attention_dropout: float | None = Field(None, ge=0, lt=1)
+    dataloader_num_workers: int = Field(0, ge=0)
+    # Delete the resumable checkpoints once the model is saved.
+    delete_checkpoints: bool = True
+
+
+class TrackingConfig(_Section):
+    """MLflow: the URI comes from MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the project."""
+
+    experiment: str = Field("imdb-sentiment", min_length=1)
+    timeout_s: float = Field(5.0, gt=0, le=120)
+    system_metrics: bool = True
+
+
+class EvaluateConfig(_Section):
+    """Evaluate stage: test-set metrics, intervals, slices, plots and mistakes."""
+
+    batch_size: int = Field(64, ge=1)
+    bootstrap_samples: int = Field(1000, ge=100)
+    confidence_level: float = Field(0.95, gt=0.5, lt=1)
+    # Upper edges (tokens before truncation) of the review-length slices.
+    length_buckets: list[int] = Field(default_factory=lambda: [128, 256, 512])
+    calibration_bins: int = Field(10, ge=2, le=100)
+    top_errors: int = Field(20, ge=0)
+    # Last-layer attention heatmaps (figures/evaluation/attention_mistake_<k>.png) for this many of
+    # the most confident mistakes; 0 = none.
+    attention_examples: int = Field(3, ge=0, le=50)
+
+    @field_validator("length_buckets")
+    @classmethod
+    def _increasing(cls, value: list[int]) -> list[int]:
+        if not value or any(b <= a for a, b in pairwise(value)) or value[0] <= 0:
+            raise ValueError(f"must be increasing positive token counts (got {value})")
+        return value
+
+
+class ExportConfig(_Section):
+    """Export stage: ONNX variants and the parity gate each must pass to be shipped."""
+
+    opset: int = Field(17, ge=14, le=21)
+    parity_samples: int = Field(256, ge=8)
+    fp32_max_abs_diff: float = Field(1e-4, gt=0)
+    fp32_min_agreement: float = Field(1.0, ge=0, le=1)
+    int8_min_agreement: float = Field(0.99, ge=0, le=1)
+    # Largest allowed accuracy drop of a reduced-precision variant vs PyTorch (0.005 = 0.5 points).
+    max_accuracy_drop: float = Field(0.005, ge=0, le=1)
+    fp16_min_agreement: float = Field(0.99, ge=0, le=1)
+    latency_samples: int = Field(64, ge=1)
+
+
+class RegistryConfig(_Section):
+    """Register stage: the MLflow registered model, what it serves, and the promotion gate."""
+
+    model_name: str = Field("imdb-sentiment", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    # ONNX variant the served model runs: auto = fp16 on a GPU, else int8, else fp32 (of those shipped).
+    variant: Literal["auto", "fp32", "int8", "fp16"] = "auto"
+    # auto: champion moves to a challenger that beats it; manual: a person promotes (UI or CLI).
+    promotion: Literal["auto", "manual"] = "auto"
+    # Accuracy the challenger must gain over the champion on the same test reviews (0.002 = 0.2 points).
+    min_improvement: float = Field(0.002, ge=0, le=1)
+    # McNemar's exact test on the paired predictions must give p below this.
+    mcnemar_alpha: float = Field(0.05, gt=0, lt=1)
+    # Test reviews both models score for the gate (stratified, seeded); null = the whole test split.
+    gate_samples: int | None = Field(None, ge=10)
+    # Limits of one prediction request (served model and CLI); larger requests are refused (HTTP 400).
+    max_texts_per_request: int = Field(256, ge=1)
+    max_text_chars: int = Field(50_000, ge=1)
+    batch_size: int = Field(32, ge=1)
+
+
+class OrchestrationConfig(_Section):
+    """Prefect training flow: per-stage retries and timeouts, failure notification."""
+
+    retries: int = Field(1, ge=0, le=10)
+    retry_delay_s: float = Field(30.0, ge=0)
+    timeout_s: float = Field(172_800.0, gt=0)  # per stage (2 days: full DistilBERT training on a CPU)
+    # Per-stage overrides, e.g. {train: 2}; keys must be stages of dvc.yaml.
+    stage_retries: dict[str, int] = {}
+    stage_timeout_s: dict[str, float] = {}
+    # POSTed a JSON message when a flow run fails; null = no notification.
+    failure_webhook: str | None = Field(None, pattern=r"^https?://")
+
+
+class ScoringConfig(_Section):
+    """Batch scoring of new reviews and the drift report against the training data."""
+
+    text_column: str = Field("text", min_length=1)
+    # Population stability index above this (length or predicted-label distribution) warns.
+    psi_warning: float = Field(0.2, gt=0)
+    length_bins: int = Field(10, ge=2, le=100)
+    # Unknown-token rate above the training data's by more than this warns (0.01 = 1 point).
+    unknown_token_increase: float = Field(0.01, ge=0, le=1)
+    reference_samples: int = Field(2000, ge=10)  # training reviews drawn for the reference
+
+
+class ScratchGeneratorConfig(_Section):
+    """``generation.model: scratch``: a GPT-2 built from this config, with a byte-level BPE
+    vocabulary trained on the training reviews. For offline runs; it learns far less than gpt2."""
+
+    vocab_size: int = Field(8000, ge=300, le=100_000)
+    n_layer: int = Field(4, ge=1, le=48)
+    n_head: int = Field(4, ge=1, le=64)
+    n_embd: int = Field(256, ge=8, le=4096)
+    n_positions: int = Field(512, ge=16, le=8192)
+    tokenizer_samples: int = Field(20_000, ge=10)  # training reviews the vocabulary is learned from
+
+    @field_validator("n_embd")
+    @classmethod
+    def _divisible(cls, value: int, info: Any) -> int:
+        heads = info.data.get("n_head")
+        if heads and value % heads:
+            raise ValueError(f"must be a multiple of n_head ({heads}) (got {value})")
+        return value
+
+
+class GeneratorFinetuneConfig(_Section):
+    """Causal-LM fine-tuning on IMDB reviews, each prefixed with its sentiment control code."""
+
+    enabled: bool = True
+    max_steps: int = Field(1000, ge=1)
+    learning_rate: float = Field(5e-5, gt=0, lt=1)
+    per_device_train_batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    block_size: int = Field(256, ge=8, le=8192)  # tokens per training review; longer ones are cut
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    train_samples: int | None = Field(20_000, ge=2)  # labelled train reviews (stratified); null = all
+    # Reviews from the source's unlabelled split (50,000 in IMDB), trained on without a control code.
+    unlabelled_samples: int = Field(0, ge=0)
+    save_steps: int = Field(500, ge=1)  # resumable checkpoints (models/checkpoints/generator-*)
+    logging_steps: int = Field(50, ge=1)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+
+
+class DecodingConfig(_Section):
+    """How reviews are generated (transformers ``generate``; KV cache on)."""
+
+    strategy: Literal["sample", "greedy"] = "sample"
+    temperature: float = Field(0.9, ge=0)
+    top_k: int = Field(50, ge=0)  # 0 = off
+    top_p: float = Field(0.95, gt=0, le=1)
+    repetition_penalty: float = Field(1.2, gt=0)
+    max_new_tokens: int = Field(120, ge=1)
+    seed: int = Field(42, ge=0)
+    batch_size: int = Field(16, ge=1)  # prompts generated together (left-padded)
+
+    @field_validator("temperature")
+    @classmethod
+    def _positive_when_sampling(cls, value: float, info: Any) -> float:
+        if info.data.get("strategy", "sample") == "sample" and value <= 0:
+            raise ValueError(f"must be > 0 when strategy is sample (got {value!r}); use strategy greedy instead")
+        return value
+
+
+class GenerationConfig(_Section):
+    """Generate stage: GPT-2 with sentiment control codes, scored by the trained classifier."""
+
+    model: str = Field("gpt2", min_length=1)  # hub id, local folder, or "scratch"
+    scratch: ScratchGeneratorConfig = ScratchGeneratorConfig()
+    finetune: GeneratorFinetuneConfig = GeneratorFinetuneConfig()
+    decoding: DecodingConfig = DecodingConfig()
+    # Each generated review starts from its control code and one of these prompts, in turn.
+    prompts: list[str] = Field(default_factory=lambda: ["", "This movie", "I watched this film", "The acting"])
+    samples_per_sentiment: int = Field(50, ge=1)
+    perplexity_samples: int = Field(200, ge=1)  # held-out (validation) reviews
+    registered_model: str = Field("imdb-review-generator", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+    @field_validator("prompts")
+    @classmethod
+    def _some_prompts(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError('must list at least one prompt ("" = the control code alone)')
+        return value
+
+
+class Params(_Section):
+    """The whole of params.yaml."""
+
+    seed: int = Field(42, ge=0)
+    hub: HubConfig = HubConfig()
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    tokenize: TokenizeConfig = TokenizeConfig()
+    train: TrainConfig = TrainConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    export: ExportConfig = ExportConfig()
+    registry: RegistryConfig = RegistryConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
+    scoring: ScoringConfig = ScoringConfig()
+    generation: GenerationConfig = GenerationConfig()
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys -> values, e.g. ``{"train.learning_rate": 5e-05}`` (for MLflow)."""
+        return flatten(self.model_dump())
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
+            flat.update(flatten(value, f"{path}."))
+        else:
+            flat[path] = value
+    return flat

@@ -1,0 +1,202 @@
+"""The review generator as a model: a causal LM with sentiment control codes.
+
+Loading (:func:`load_generator`: ``generation.model`` as a hub id or local folder through the same
+``from_pretrained`` call, or ``scratch``, a small GPT-2 with a byte-level BPE vocabulary learned from
+the training reviews), control-coded training sequences, fine-tuning with the Trainer
+(:func:`finetune`) and held-out perplexity (:func:`perplexity`). Decoding lives in
+:mod:`imdb_mlops.modeling.textgen`, which the served generator shares.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from imdb_mlops.common.errors import PipelineError, first_line
+from imdb_mlops.common.labels import LABELS
+from imdb_mlops.config import GenerationConfig, Params
+from imdb_mlops.data.sampling import sample_texts
+from imdb_mlops.modeling.finetuning import (
+    MlflowMetricsCallback,
+    choose_precision,
+    decoder_arguments,
+    last_checkpoint,
+    run_key,
+    split_history,
+)
+from imdb_mlops.modeling.pretrained import checkpoint_config, resolve_pretrained, tokenizer_from, unpadded_backend
+from imdb_mlops.modeling.textgen import CONTROL_CODES, add_control_codes, context_length
+
+KEY = "generation.model"
+console = Console(stderr=True)
+
+
+def load_generator(cfg: GenerationConfig, params: Params, train_texts: list[str]) -> tuple[Any, Any]:
+    """The causal LM and its tokenizer, with the control codes added."""
+    if cfg.model == "scratch":
+        model, tokenizer = scratch_generator(cfg, train_texts, params.seed)
+    else:
+        model, tokenizer = pretrained_generator(cfg.model, params)
+    add_control_codes(model, tokenizer)
+    return model, tokenizer
+
+
+def pretrained_generator(name: str, params: Params) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM
+
+    source = resolve_pretrained(name, params.hub, KEY)
+    config = checkpoint_config(source, name, KEY)
+    tokenizer = tokenizer_from(source, name, KEY)
+    if getattr(config, "is_encoder_decoder", False) or config.model_type in ("bert", "distilbert", "roberta"):
+        raise PipelineError(
+            f"{KEY}: '{name}' is a {config.model_type} model; a decoder-only causal LM (e.g. gpt2) is needed"
+        )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, config=config, trust_remote_code=False)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise PipelineError(f"{KEY}: '{name}' cannot be loaded as a causal LM: {first_line(exc)}") from None
+    if tokenizer.eos_token is None:
+        raise PipelineError(f"{KEY}: the tokenizer of '{name}' has no end-of-text token (eos_token)")
+    return model, tokenizer
+
+
+def scratch_generator(cfg: GenerationConfig, train_texts: list[str], seed: int) -> tuple[Any, Any]:
+    """A randomly initialised GPT-2 of ``generation.scratch``'s size, with a byte-level BPE
+    vocabulary learned from (a seeded sample of) the training reviews."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    eos = "<|endoftext|>"
+    texts = sample_texts(train_texts, cfg.scratch.tokenizer_samples, seed)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        texts, vocab_size=cfg.scratch.vocab_size, min_frequency=2, special_tokens=[eos], show_progress=False
+    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=eos, eos_token=eos, unk_token=eos)
+    size = cfg.scratch
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=size.n_positions,
+        n_embd=size.n_embd,
+        n_layer=size.n_layer,
+        n_head=size.n_head,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    console.print(
+        f"Built a GPT-2 from scratch: {size.n_layer} layers, width {size.n_embd}, {len(tokenizer)} tokens "
+        f"(BPE learned from {len(texts)} training reviews)"
+    )
+    return GPT2LMHeadModel(config), tokenizer
+
+
+def check_lengths(cfg: GenerationConfig, model: Any) -> None:
+    limit = context_length(model)
+    if cfg.finetune.block_size > limit:
+        raise PipelineError(
+            f"generation.finetune.block_size: {cfg.finetune.block_size} exceeds the context of '{cfg.model}' ({limit} tokens)"
+        )
+    if cfg.decoding.max_new_tokens >= limit:
+        raise PipelineError(
+            f"generation.decoding.max_new_tokens: {cfg.decoding.max_new_tokens} exceeds the context of "
+            f"'{cfg.model}' ({limit} tokens, prompt included)"
+        )
+
+
+def lm_sequences(tokenizer: Any, texts: list[str], sentiments: list[str | None], block_size: int) -> list[list[int]]:
+    """``<code> review <eos>`` token ids per review, cut to ``block_size`` (no eos when cut)."""
+    eos = tokenizer.eos_token_id
+    encoded = unpadded_backend(tokenizer).encode_batch_fast(texts, add_special_tokens=False)
+    sequences = []
+    for encoding, sentiment in zip(encoded, sentiments, strict=True):
+        prefix = [tokenizer.convert_tokens_to_ids(CONTROL_CODES[sentiment])] if sentiment else []
+        ids = prefix + encoding.ids + [eos]
+        sequences.append(ids[:block_size])
+    return sequences
+
+
+def finetune(
+    params: Params,
+    model: Any,
+    tokenizer: Any,
+    texts: list[str],
+    sentiments: list[str | None],
+    checkpoint_root: Path,
+    device: str,
+) -> dict[str, Any]:
+    """Causal-LM fine-tuning on ``<code> review <eos>`` with the Trainer; resumes from the last
+    checkpoint of the same setup."""
+    import transformers
+    from datasets import Dataset
+
+    cfg = params.generation.finetune
+    sequences = lm_sequences(tokenizer, texts, sentiments, cfg.block_size)
+    dataset = Dataset.from_dict({"input_ids": sequences, "labels": sequences})
+    setup = params.generation.model_dump(exclude={"decoding", "prompts"})
+    key = run_key({"g": setup, "seed": params.seed, "n": len(texts), "head": texts[:3]})
+    checkpoint_dir = checkpoint_root / f"generator-{key}"
+    resume_from = last_checkpoint(checkpoint_dir)
+    if resume_from:
+        console.print(f"[bold]Resuming[/] generator fine-tuning from {resume_from}")
+    precision = choose_precision(cfg.precision, device, "generation.finetune.precision")
+    tokenizer.padding_side = "right"
+    args = decoder_arguments(params, checkpoint_dir, precision)
+    trainer = transformers.Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        data_collator=transformers.DataCollatorForSeq2Seq(
+            tokenizer, label_pad_token_id=-100, pad_to_multiple_of=8 if device == "cuda" else None
+        ),
+        callbacks=[MlflowMetricsCallback()],
+    )
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    train_log, _ = split_history(trainer.state.log_history)
+    return {
+        "enabled": True,
+        "reviews": len(texts),
+        "unlabelled_reviews": sum(s is None for s in sentiments),
+        "steps": trainer.state.global_step,
+        "final_loss": train_log[-1]["loss"] if train_log else None,
+        "train_runtime_s": round(result.metrics["train_runtime"], 1),
+        "train_samples_per_second": round(result.metrics["train_samples_per_second"], 3),
+        "precision": precision,
+    }
+
+
+def perplexity(
+    model: Any, tokenizer: Any, texts: list[str], labels: list[int], block_size: int, batch_size: int = 8
+) -> float:
+    """exp(mean negative log-likelihood per review token), each review after its control code."""
+    import torch
+
+    sequences = lm_sequences(tokenizer, texts, [LABELS[label] for label in labels], block_size)
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id
+    total, count = 0.0, 0
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(sequences), batch_size):
+            batch = sequences[start : start + batch_size]
+            width = max(map(len, batch))
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            targets = torch.full((len(batch), width), -100, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, seq in enumerate(batch):
+                ids[row, : len(seq)] = torch.tensor(seq)
+                targets[row, : len(seq)] = torch.tensor(seq)
+                mask[row, : len(seq)] = 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+            shifted = targets[:, 1:].to(device)
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), shifted.reshape(-1), ignore_index=-100, reduction="sum"
+            )
+            total += float(loss)
+            count += int((shifted != -100).sum())
+    return float(np.exp(total / max(count, 1)))

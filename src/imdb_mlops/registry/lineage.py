@@ -1,0 +1,77 @@
+"""Lineage: what a registered version carries to trace it back to its data, code and params, and
+the view of it that ``imdb-mlops registry lineage`` prints."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from imdb_mlops.config import Params
+from imdb_mlops.registry.tracking import dvc_lock_hashes, git_commit
+from imdb_mlops.registry.versions import get_version
+
+
+def params_digest(params: Params) -> str:
+    """sha256 of the validated params (canonical JSON): equal digests, equal settings."""
+    return hashlib.sha256(json.dumps(params.model_dump(), sort_keys=True).encode()).hexdigest()
+
+
+def lineage_tags(
+    params: Params,
+    client: Any,
+    run_id: str,
+    test_metrics: dict[str, Any],
+    onnx_report: dict[str, Any],
+    settings: dict[str, Any],
+    project_dir: Path = Path("."),
+) -> dict[str, str]:
+    """Everything needed to trace a classifier version back to its data, code and params, as tags."""
+    run = client.get_run(run_id)
+    tags = {
+        "training_run_id": run_id,
+        "git.commit": run.data.tags.get("mlflow.source.git.commit", "unknown"),
+        "git.dirty": run.data.tags.get("git.dirty", "unknown"),
+        "register.git.commit": git_commit(project_dir)["mlflow.source.git.commit"],
+        "params_digest": params_digest(params),
+        "model.base": params.model.name,
+        "serving.cpu_variant": settings["cpu_variant"],
+        "serving.gpu_variant": settings["gpu_variant"],
+        "onnx.shipped": ",".join(settings["shipped"]),
+    }
+    hashes = dvc_lock_hashes(("ingest", "tokenize", "train"), project_dir)
+    tags.update({k: v for k, v in hashes.items() if k.startswith(("dvc.data/", "dvc.models/"))})
+    for key in ("n", "accuracy", "f1", "roc_auc", "ece"):
+        if key in test_metrics:
+            tags[f"test.{key}"] = str(test_metrics[key])
+    for name, variant in onnx_report.get("variants", {}).items():
+        for key in ("max_abs_diff", "agreement", "accuracy"):
+            if key in variant:
+                tags[f"onnx.{name}.{key}"] = f"{variant[key]:.6g}"
+    return tags
+
+
+def lineage(client: Any, name: str, ref: str) -> dict[str, Any]:
+    """Where a version came from: tags, training run (params, git, datasets), aliases."""
+    mv = get_version(client, name, ref)
+    run_id = mv.tags.get("training_run_id") or mv.run_id
+    info: dict[str, Any] = {
+        "version": mv.version,
+        "aliases": sorted(mv.aliases),
+        "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(timespec="seconds"),
+        "source": mv.source,
+        "training_run_id": run_id,
+        "tags": dict(sorted(mv.tags.items())),
+    }
+    if run_id:
+        run = client.get_run(run_id)
+        info["experiment_id"] = run.info.experiment_id
+        info["run_status"] = run.info.status
+        info["params"] = dict(sorted(run.data.params.items()))
+        info["datasets"] = [
+            {"name": d.dataset.name, "digest": d.dataset.digest, "source": d.dataset.source}
+            for d in (run.inputs.dataset_inputs if run.inputs else [])
+        ]
+    return info

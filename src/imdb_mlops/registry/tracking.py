@@ -1,0 +1,151 @@
+"""MLflow tracking: where runs go, how stages share one run, and what lineage a run carries.
+
+- URI: ``MLFLOW_TRACKING_URI``, else an embedded SQLite store, ``sqlite:///<project>/mlflow.db``
+  (a database store, so the model registry works too), artifacts under ``<project>/mlartifacts``.
+- A tracking server that does not answer fails the stage within ``tracking.timeout_s`` seconds,
+  before any run is created.
+- The train stage opens the run and writes its id to ``reports/train_run.json``; later stages
+  re-open that run by reading the file, so lineage runs through files DVC already tracks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+from imdb_mlops.common.errors import PipelineError
+from imdb_mlops.config import Params
+
+# Fail fast instead of MLflow's default minutes of HTTP retries; no telemetry.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+DEFAULT_STORE = "mlflow.db"
+ARTIFACT_ROOT = "mlartifacts"
+
+
+def tracking_uri(project_dir: Path = Path(".")) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(project_dir / DEFAULT_STORE).resolve()}"
+
+
+def ensure_tracking_reachable(uri: str, timeout_s: float) -> None:
+    """Raise PipelineError within ``timeout_s`` when an HTTP tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        response = requests.get(f"{uri.rstrip('/')}/health", timeout=timeout_s)
+    except requests.RequestException as exc:
+        raise PipelineError(
+            f"MLFLOW_TRACKING_URI: tracking server {uri} is unreachable ({type(exc).__name__}); start it "
+            "(mlflow server --host 127.0.0.1) or unset MLFLOW_TRACKING_URI to use the local SQLite store"
+        ) from None
+    if response.status_code >= 500:
+        raise PipelineError(f"MLFLOW_TRACKING_URI: tracking server {uri} answered {response.status_code} on /health")
+
+
+def setup_mlflow(params: Params, project_dir: Path = Path(".")) -> str:
+    """Point MLflow at the store, create the experiment if needed; return its id."""
+    import mlflow
+
+    uri = tracking_uri(project_dir)
+    ensure_tracking_reachable(uri, params.tracking.timeout_s)
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.get_experiment_by_name(params.tracking.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_location = None
+    if uri.startswith("sqlite:"):
+        artifact_location = (project_dir / ARTIFACT_ROOT).resolve().as_uri()
+    return mlflow.create_experiment(params.tracking.experiment, artifact_location=artifact_location)
+
+
+def git_commit(project_dir: Path = Path(".")) -> dict[str, str]:
+    """The commit the code came from, and whether the work tree had uncommitted changes."""
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=project_dir, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    return {"mlflow.source.git.commit": commit, "git.dirty": str(dirty).lower()}
+
+
+def dvc_lock_hashes(stages: tuple[str, ...] = ("ingest", "tokenize"), project_dir: Path = Path(".")) -> dict[str, str]:
+    """``dvc.lock`` hashes of the outputs of ``stages``: the exact data a run used."""
+    lock_path = project_dir / "dvc.lock"
+    if not lock_path.exists():
+        return {}
+    lock = yaml.safe_load(lock_path.read_text()) or {}
+    hashes = {}
+    for stage in stages:
+        for out in lock.get("stages", {}).get(stage, {}).get("outs", []):
+            if "md5" in out:
+                hashes[f"dvc.{out['path']}.md5"] = out["md5"]
+    return hashes
+
+
+def write_run_file(path: Path, run_id: str, experiment_id: str, uri: str) -> None:
+    path.write_text(
+        json.dumps({"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": uri}, indent=2) + "\n"
+    )
+
+
+def read_run_file(path: Path) -> dict[str, Any]:
+    try:
+        info = json.loads(path.read_text())
+        info["run_id"]
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: missing; run the train stage first (dvc repro train)") from None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise PipelineError(f"{path}: not a run file (expected JSON with run_id)") from None
+    return info
+
+
+def numeric_metrics(values: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numbers of ``values`` (no booleans, no None, no nested values) as MLflow metrics,
+    keys prefixed with ``prefix``."""
+    return {
+        f"{prefix}{key}": float(value)
+        for key, value in values.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+
+
+def reopen_run(params: Params, run_file: Path) -> Any:
+    """The MLflow run named by a run file (``reports/train_run.json``), re-opened for logging."""
+    import mlflow
+
+    run_id = read_run_file(run_file)["run_id"]
+    setup_mlflow(params)
+    try:
+        return mlflow.start_run(run_id=run_id)
+    except mlflow.exceptions.MlflowException:
+        raise PipelineError(f"{run_file}: MLflow run {run_id} not found in the tracking store") from None
+
+
+def log_dataset(params: Params, parquet: Path, split: str, context: str) -> None:
+    """Log one ingested split as an MLflow dataset input (source and content digest)."""
+    import mlflow
+    import pandas as pd
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+
+    frame = pd.read_parquet(parquet, columns=["text", "label"])
+    source: Any = params.data.source
+    if Path(source).expanduser().exists():
+        source = str(Path(source).expanduser().resolve())
+    else:
+        source = HTTPDatasetSource(f"https://huggingface.co/datasets/{source}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # source-resolution and integer-schema hints
+        dataset = mlflow.data.from_pandas(frame, source=source, name=f"imdb-{split}", targets="label")
+        mlflow.log_input(dataset, context=context)

@@ -1,0 +1,155 @@
+"""The registered model, written as code (MLflow models-from-code): raw reviews in, label and
+probability out, computed by ONNX Runtime. Nothing is pickled.
+
+The register stage logs this file as the pyfunc's ``python_model`` with two artifacts:
+
+- ``onnx``: the export folder (shipped ``model.<variant>.onnx`` files and ``tokenizer.json``);
+- ``serving_config``: JSON written by the register stage (variants, truncation, request limits).
+
+Input: a list of strings, or a DataFrame whose first (only) column holds the texts.
+Output: a DataFrame with ``label`` ("negative"/"positive"), ``probability`` (of that label) and
+``positive_probability``. Requests with too many texts or too long a text are refused with an
+``INVALID_PARAMETER_VALUE`` error, which ``mlflow models serve`` answers with HTTP 400.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel
+
+from imdb_mlops.modeling.truncation import cut
+
+# The signature is logged explicitly; MLflow's advice to derive one from type hints is noise here.
+warnings.filterwarnings("ignore", message=r"(?s).*Add type hints to the `predict` method")
+
+
+class RequestRejected(MlflowException):
+    """A request refused before any work (HTTP 400). The scoring server prefixes an error's message
+    with the whole request ("Failed to predict data '...'"); this one keeps only its own words, so
+    a 10 MB request is not echoed back to the client."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        self._message = value.rsplit("\nError: ", 1)[-1]
+
+
+def gpu_available() -> bool:
+    """A CUDA device usable by ONNX Runtime (onnxruntime-gpu lists its CUDA provider without one)."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is installed with the project
+        return False
+    return bool(torch.cuda.is_available())
+
+
+class OnnxSentimentModel(PythonModel):
+    """Tokenize (cut as in training), run the ONNX variant for this machine, softmax."""
+
+    def load_context(self, context: Any) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        settings = json.loads(Path(context.artifacts["serving_config"]).read_text())
+        onnx_dir = Path(context.artifacts["onnx"])
+        gpu = gpu_available()
+        self.variant = settings["gpu_variant"] if gpu else settings["cpu_variant"]
+        self.provider = "CUDAExecutionProvider" if gpu else "CPUExecutionProvider"
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        # No TF32: the fp32 variant passed parity with exact fp32 math.
+        providers: list[Any] = (
+            [self.provider] if not gpu else [(self.provider, {"use_tf32": 0}), "CPUExecutionProvider"]
+        )
+        self.session = ort.InferenceSession(str(onnx_dir / f"model.{self.variant}.onnx"), options, providers=providers)
+        self.tokenizer = Tokenizer.from_file(str(onnx_dir / "tokenizer.json"))
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        self.settings = settings
+
+    # No type hints here: MLflow would derive a (list-based) signature from them; ours is logged explicitly.
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        texts = as_texts(model_input)
+        check_request(texts, self.settings["max_texts_per_request"], self.settings["max_text_chars"])
+        positive = self.positive_probabilities(texts)
+        labels = self.settings["labels"]
+        predicted = (positive >= 0.5).astype(int)
+        return pd.DataFrame(
+            {
+                "label": [labels[i] for i in predicted],
+                "probability": np.where(predicted == 1, positive, 1.0 - positive),
+                "positive_probability": positive,
+            }
+        )
+
+    def positive_probabilities(self, texts: list[str]) -> np.ndarray:
+        s = self.settings
+        encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=True)
+        ids = [cut(e.ids, s["max_length"], s["n_prefix"], s["n_suffix"], s["head_tokens"]) for e in encodings]
+        order = np.argsort([len(x) for x in ids], kind="stable")  # similar lengths share a batch: less padding
+        positive = np.empty(len(ids), dtype=np.float64)
+        for start in range(0, len(ids), s["batch_size"]):
+            chunk = order[start : start + s["batch_size"]]
+            width = max(len(ids[i]) for i in chunk)
+            input_ids = np.full((len(chunk), width), s["pad_token_id"], dtype=np.int64)
+            mask = np.zeros((len(chunk), width), dtype=np.int64)
+            for row, i in enumerate(chunk):
+                input_ids[row, : len(ids[i])] = ids[i]
+                mask[row, : len(ids[i])] = 1
+            logits = self.session.run(["logits"], {"input_ids": input_ids, "attention_mask": mask})[0]
+            logits = logits.astype(np.float64)
+            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+            positive[chunk] = shifted[:, 1] / shifted.sum(axis=1)
+        return positive
+
+
+def as_texts(model_input: Any) -> list[str]:
+    """The review texts of a request: a list/array/Series of strings or a one-column DataFrame."""
+    if isinstance(model_input, pd.DataFrame):
+        if model_input.shape[1] != 1:
+            raise RequestRejected(
+                f"expected one column of review texts, got {model_input.shape[1]} columns "
+                f"({', '.join(map(str, model_input.columns))})"
+            )
+        values = model_input.iloc[:, 0].tolist()
+    elif isinstance(model_input, (pd.Series, np.ndarray)):
+        values = np.asarray(model_input).reshape(-1).tolist()
+    elif isinstance(model_input, str):
+        values = [model_input]
+    else:
+        values = list(model_input)
+    for index, value in enumerate(values):
+        if not isinstance(value, str):
+            raise RequestRejected(f"text {index}: expected a string, got {type(value).__name__}")
+    return values
+
+
+def check_request(texts: list[str], max_texts: int, max_chars: int) -> None:
+    """Refuse oversized requests before any work is done."""
+    if len(texts) > max_texts:
+        raise RequestRejected(f"request too large: {len(texts)} texts, at most {max_texts} per request")
+    for index, text in enumerate(texts):
+        if len(text) > max_chars:
+            raise RequestRejected(f"text {index} too long: {len(text):,} characters, at most {max_chars:,}")
+
+
+mlflow.models.set_model(OnnxSentimentModel())

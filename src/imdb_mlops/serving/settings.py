@@ -1,0 +1,120 @@
+"""What the two served models need besides their files, decided when they are registered:
+the ONNX variant per device, truncation and request limits (classifier), decoding defaults
+(generator), and their MLflow signatures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from imdb_mlops.common.errors import PipelineError
+from imdb_mlops.common.files import read_json
+from imdb_mlops.common.labels import LABELS
+from imdb_mlops.config import DecodingConfig, GenerationConfig, Params
+from imdb_mlops.modeling.textgen import CONTROL_CODES
+
+SERVING_DIR = Path(__file__).resolve().parent
+CLASSIFIER_MODEL_FILE = SERVING_DIR / "classifier_model.py"
+GENERATOR_MODEL_FILE = SERVING_DIR / "generator_model.py"
+CLASSIFIER_REQUIREMENTS = ("mlflow", "onnxruntime-gpu", "tokenizers", "numpy", "pandas", "scipy")
+GENERATOR_REQUIREMENTS = ("mlflow", "torch", "transformers", "tokenizers", "pandas", "pydantic")
+CLASSIFIER_INPUT_EXAMPLE = pd.DataFrame({"text": ["an awful film", "a delight"]})
+GENERATOR_INPUT_EXAMPLE = pd.DataFrame({"prompt": ["This movie"], "sentiment": ["positive"]})
+MAX_PROMPTS_PER_REQUEST = 64
+
+
+def choose_variants(shipped: list[str], requested: str) -> tuple[str, str]:
+    """(CPU variant, GPU variant) the served model runs, from those that passed parity."""
+    if requested != "auto":
+        if requested not in shipped:
+            raise PipelineError(
+                f"registry.variant: '{requested}' was not shipped by the export stage (shipped: {', '.join(shipped)})"
+            )
+        return requested, requested
+    cpu = next(v for v in ("int8", "fp32", "fp16") if v in shipped)
+    gpu = next(v for v in ("fp16", "fp32", "int8") if v in shipped)
+    return cpu, gpu
+
+
+def classifier_settings(params: Params, onnx_dir: Path, onnx_report: dict[str, Any]) -> dict[str, Any]:
+    """The served classifier's ``serving_config.json``: variants, truncation, request limits."""
+    from transformers import AutoTokenizer
+
+    from imdb_mlops.modeling.truncation import head_tokens, special_token_layout
+
+    export_info = read_json(onnx_dir / "export.json", "run the export stage first (dvc repro export)")
+    shipped = [v for v in export_info["shipped"] if (onnx_dir / f"model.{v}.onnx").exists()]
+    if not shipped:
+        raise PipelineError(f"{onnx_dir}: no shipped ONNX variant found (model.<variant>.onnx)")
+    if not (onnx_dir / "tokenizer.json").exists():
+        raise PipelineError(f"{onnx_dir}/tokenizer.json: missing; the served model needs the fast tokenizer file")
+    cfg = params.registry
+    cpu_variant, gpu_variant = choose_variants(shipped, cfg.variant)
+    tokenizer = AutoTokenizer.from_pretrained(str(onnx_dir), trust_remote_code=False)
+    n_prefix, n_suffix = special_token_layout(
+        lambda text, special: tokenizer(text, add_special_tokens=special)["input_ids"]
+    )
+    tok = params.tokenize
+    share = tok.head_share if tok.truncation == "head_tail" else None
+    return {
+        "labels": export_info.get("labels", list(LABELS)),
+        "shipped": shipped,
+        "cpu_variant": cpu_variant,
+        "gpu_variant": gpu_variant,
+        "max_length": tok.max_length,
+        "n_prefix": n_prefix,
+        "n_suffix": n_suffix,
+        "head_tokens": head_tokens(tok.max_length, n_prefix, n_suffix, share),
+        "pad_token_id": int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0),
+        "batch_size": cfg.batch_size,
+        "max_texts_per_request": cfg.max_texts_per_request,
+        "max_text_chars": cfg.max_text_chars,
+        "parity_provider": onnx_report.get("provider"),
+    }
+
+
+def classifier_signature() -> Any:
+    """One unnamed string column in: a list of strings, ``{"inputs": [...]}`` and a one-column
+    DataFrame (whatever its column is called) all fit it. Label and probabilities out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("string")]),
+        outputs=Schema(
+            [ColSpec("string", "label"), ColSpec("double", "probability"), ColSpec("double", "positive_probability")]
+        ),
+    )
+
+
+def generator_settings(cfg: GenerationConfig) -> dict[str, Any]:
+    """Defaults of the registered generator: the decoding settings the stage used."""
+    return {
+        "decoding": cfg.decoding.model_dump(),
+        "control_codes": CONTROL_CODES,
+        "max_prompts_per_request": MAX_PROMPTS_PER_REQUEST,
+    }
+
+
+def generator_signature(decoding: DecodingConfig) -> Any:
+    """``prompt`` + ``sentiment`` in, the text out; decoding settings as request params."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", "prompt"), ColSpec("string", "sentiment")]),
+        outputs=Schema([ColSpec("string", "prompt"), ColSpec("string", "sentiment"), ColSpec("string", "text")]),
+        params=ParamSchema(
+            [
+                ParamSpec("max_new_tokens", "long", decoding.max_new_tokens),
+                ParamSpec("strategy", "string", decoding.strategy),
+                ParamSpec("temperature", "double", float(decoding.temperature)),
+                ParamSpec("top_k", "long", decoding.top_k),
+                ParamSpec("top_p", "double", float(decoding.top_p)),
+                ParamSpec("repetition_penalty", "double", float(decoding.repetition_penalty)),
+                ParamSpec("seed", "long", decoding.seed),
+            ]
+        ),
+    )

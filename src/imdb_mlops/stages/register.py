@@ -1,0 +1,142 @@
+"""Register stage: the served classifier as a new version in the MLflow registry, then the gate.
+
+Entry point: :func:`register`. Steps:
+
+1. **read** the training run id, the export and evaluate reports, and decide the serving settings
+   (:mod:`imdb_mlops.serving.settings`);
+2. **log and register** the served model into the training run: an MLflow pyfunc written as code
+   (:mod:`imdb_mlops.serving.classifier_model`; nothing pickled) over the shipped ONNX variants and
+   the tokenizer, with the PyTorch checkpoint beside it, as a new version of ``registry.model_name``
+   with a description and lineage tags (:mod:`imdb_mlops.registry.lineage`), alias ``challenger`` —
+   unless a version of this training run already exists (idempotent: re-running adds no version);
+3. **gate** (:mod:`imdb_mlops.registry.promotion`): the first version becomes ``champion``; later
+   ones only when they beat it by the margin, significantly;
+4. **write** ``reports/register.json`` and **print** the decision.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from imdb_mlops.common.files import atomic_outputs, read_json, write_json
+from imdb_mlops.config import Params
+from imdb_mlops.registry.lineage import lineage_tags
+from imdb_mlops.registry.promotion import promotion_gate, record_decision
+from imdb_mlops.registry.publish import ModelPackage, ensure_registered_model, log_and_register, pinned_requirements
+from imdb_mlops.registry.tracking import read_run_file, setup_mlflow, tracking_uri
+from imdb_mlops.registry.versions import CHALLENGER, CHAMPION, versions_of_run
+from imdb_mlops.serving.settings import (
+    CLASSIFIER_INPUT_EXAMPLE,
+    CLASSIFIER_MODEL_FILE,
+    CLASSIFIER_REQUIREMENTS,
+    classifier_settings,
+    classifier_signature,
+)
+
+console = Console(stderr=True)
+MODEL_DESCRIPTION = (
+    "Binary sentiment of IMDB movie reviews. Versions are registered by the DVC register stage; "
+    f"'{CHAMPION}' is served, '{CHALLENGER}' is the latest candidate."
+)
+
+
+def register(
+    params: Params,
+    onnx_dir: Path,
+    model_dir: Path,
+    raw_dir: Path,
+    run_file: Path,
+    metrics_path: Path,
+    onnx_report_path: Path,
+    report_path: Path,
+    project_dir: Path = Path("."),
+) -> dict[str, Any]:
+    """Run the stage; returns (and writes to ``report_path``) the version and the gate decision."""
+    from mlflow import MlflowClient
+
+    cfg = params.registry
+    run_id = read_run_file(run_file)["run_id"]
+    onnx_report = read_json(onnx_report_path, "run the export stage first (dvc repro export)")
+    test_metrics = read_json(metrics_path, "run the evaluate stage first (dvc repro evaluate)")
+    settings = classifier_settings(params, onnx_dir, onnx_report)
+    setup_mlflow(params, project_dir)
+    client = MlflowClient()
+    ensure_registered_model(client, cfg.model_name, MODEL_DESCRIPTION)
+
+    existing = versions_of_run(client, cfg.model_name, run_id)
+    if existing:
+        model_version = existing[0]
+        console.print(
+            f"Training run {run_id[:8]} is already registered as {cfg.model_name} version {model_version.version}; "
+            "no new version."
+        )
+        decision: dict[str, Any] = {"action": "already_registered"}
+    else:
+        tags = lineage_tags(params, client, run_id, test_metrics, onnx_report, settings, project_dir)
+        with tempfile.TemporaryDirectory(prefix="register-") as tmp:
+            settings_path = Path(tmp) / "serving_config.json"
+            settings_path.write_text(json.dumps(settings, indent=2))
+            package = ModelPackage(
+                name="model",
+                python_model=CLASSIFIER_MODEL_FILE,
+                artifacts={"onnx": str(onnx_dir), "serving_config": str(settings_path)},
+                signature=classifier_signature(),
+                input_example=CLASSIFIER_INPUT_EXAMPLE,
+                requirements=pinned_requirements(CLASSIFIER_REQUIREMENTS),
+                extra_artifacts={"pytorch_model": model_dir} if (model_dir / "config.json").exists() else {},
+            )
+            model_version = log_and_register(
+                client, run_id, package, cfg.model_name, tags, description(test_metrics, settings, params)
+            )
+        console.print(f"Registered {cfg.model_name} version {model_version.version} (alias {CHALLENGER}).")
+        client.set_registered_model_alias(cfg.model_name, CHALLENGER, model_version.version)
+        decision = promotion_gate(params, client, model_version.version, raw_dir)
+        record_decision(client, cfg.model_name, model_version.version, run_id, decision)
+
+    report = {
+        "model_name": cfg.model_name,
+        "version": int(model_version.version),
+        "run_id": run_id,
+        "tracking_uri": tracking_uri(project_dir),
+        "aliases": sorted(client.get_model_version(cfg.model_name, model_version.version).aliases),
+        "serving": {"cpu_variant": settings["cpu_variant"], "gpu_variant": settings["gpu_variant"]},
+        "gate": decision,
+    }
+    with atomic_outputs(report_path) as (tmp_report,):
+        write_json(tmp_report, report)
+    print_decision(report)
+    return report
+
+
+def description(test_metrics: dict[str, Any], settings: dict[str, Any], params: Params) -> str:
+    """The version's description in the registry UI."""
+    figures = ", ".join(
+        f"{key} {test_metrics[key]:.4f}" for key in ("accuracy", "f1", "roc_auc") if key in test_metrics
+    )
+    return (
+        f"IMDB sentiment classifier fine-tuned from {params.model.name}. Test ({test_metrics.get('n', '?')} reviews): "
+        f"{figures}. Serves ONNX {settings['cpu_variant']} on CPU, {settings['gpu_variant']} on GPU "
+        f"(shipped: {', '.join(settings['shipped'])}). Input: review texts; output: label, probability."
+    )
+
+
+def print_decision(report: dict[str, Any]) -> None:
+    gate = report["gate"]
+    table = Table(title=f"{report['model_name']} version {report['version']}: {gate['action'].replace('_', ' ')}")
+    table.add_column("", justify="left")
+    table.add_column("", justify="right")
+    for key in ("champion_accuracy", "challenger_accuracy", "accuracy_gain", "mcnemar_p_value", "n"):
+        if key in gate:
+            value = gate[key]
+            table.add_row(key.replace("_", " "), f"{value:.4g}" if isinstance(value, float) else str(value))
+    if "reason" in gate:
+        table.add_row("reason", gate["reason"])
+    table.add_row("aliases", ", ".join(report["aliases"]) or "-")
+    table.add_row("serving", f"CPU {report['serving']['cpu_variant']}, GPU {report['serving']['gpu_variant']}")
+    console.print(table)

@@ -1,0 +1,399 @@
+"""Register stage against real MLflow stores: the embedded SQLite store and a real `mlflow server`
+on loopback; the promotion gate on a trained and an untrained tiny DistilBERT; idempotency,
+promotion, rollback, lineage, the CLI, and `mlflow models serve` answering over HTTP."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import yaml
+
+from helpers import REPO_ROOT, cli_env, free_port, run_cli, save_tiny_distilbert, wait_for, write_hub_layout
+from imdb_mlops.common.errors import PipelineError
+from imdb_mlops.config import Params, validate_params
+from imdb_mlops.registry.aliases import rollback
+from imdb_mlops.registry.lineage import params_digest
+from imdb_mlops.stages.evaluate import evaluate
+from imdb_mlops.stages.export import export
+from imdb_mlops.stages.ingest import ingest
+from imdb_mlops.stages.register import register
+from imdb_mlops.stages.tokenize import tokenize
+from imdb_mlops.stages.train import train
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="registry")]
+MODEL = "imdb-sentiment"
+
+
+def make_params(model_dir: Path, source: Path, **sections: dict) -> Params:
+    tree = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    tree["data"]["source"] = str(source)
+    tree["model"]["name"] = str(model_dir)
+    tree["tokenize"]["max_length"] = 48
+    tree["tracking"]["system_metrics"] = False
+    tree["evaluate"]["bootstrap_samples"] = 100
+    tree["export"]["latency_samples"] = 8
+    tree["train"].update(
+        {
+            "eval_strategy": "steps",
+            "eval_steps": 40,
+            "logging_steps": 10,
+            "per_device_train_batch_size": 16,
+            "early_stopping_patience": 0,
+        }
+    )
+    for section, values in sections.items():
+        tree[section].update(values)
+    return validate_params(tree)
+
+
+def build_candidate(root: Path, params: Params, tag: str) -> dict[str, Path]:
+    """Train (real train stage, real MLflow run), evaluate and export one candidate model."""
+    paths = {
+        "model": root / f"models/{tag}",
+        "reports": root / f"reports/{tag}",
+        "onnx": root / f"models/onnx-{tag}",
+    }
+    train(params, root / "data/tokenized", root / "data/raw", paths["model"], paths["reports"])
+    evaluate(params, paths["model"], root / "data/tokenized", root / "data/raw", paths["reports"])
+    export(params, paths["model"], root / "data/tokenized", paths["onnx"], paths["reports"] / "onnx.json")
+    return paths
+
+
+def register_candidate(root: Path, params: Params, paths: dict[str, Path], report: str = "register.json") -> dict:
+    return register(
+        params,
+        paths["onnx"],
+        paths["model"],
+        root / "data/raw",
+        paths["reports"] / "train_run.json",
+        paths["reports"] / "metrics.json",
+        paths["reports"] / "onnx.json",
+        paths["reports"] / report,
+        project_dir=root,
+    )
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, minilm_path):
+    """Synthetic reviews; a trained ('strong') and two barely trained ('weak') tiny classifiers."""
+    root = tmp_path_factory.mktemp("registry")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        base = save_tiny_distilbert(root / "tiny", minilm_path, classifier_labels=2)
+        source = write_hub_layout(root / "imdb", 320, 160)
+        strong = make_params(base, source, train={"max_steps": 80, "learning_rate": 2e-3})
+        weak = make_params(base, source, train={"max_steps": 1, "eval_steps": 1, "learning_rate": 1e-9})
+        ingest(strong, root / "data/raw", root / "reports/data.json")
+        tokenize(strong, root / "data/raw", root / "data/tokenized", root / "reports/tokenize.json")
+        (root / "params.yaml").write_text(yaml.safe_dump(strong.model_dump(), sort_keys=False))
+        candidates = {
+            "weak": build_candidate(root, weak, "weak"),
+            "strong": build_candidate(root, strong, "strong"),
+            "weak2": build_candidate(
+                root, make_params(base, source, train={"max_steps": 2, "eval_steps": 1, "learning_rate": 1e-9}), "weak2"
+            ),
+        }
+        yield {"root": root, "strong": strong, "weak": weak, "candidates": candidates, "patch": patch}
+
+
+@pytest.fixture(scope="module")
+def client(world):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{world['root'] / 'mlflow.db'}")
+
+
+def champion(client, name: str = MODEL) -> str:
+    return str(client.get_registered_model(name).aliases["champion"])
+
+
+def test_the_candidates_differ_in_quality(world):
+    accuracy = {
+        tag: json.loads((paths["reports"] / "metrics.json").read_text())["accuracy"]
+        for tag, paths in world["candidates"].items()
+    }
+    assert accuracy["strong"] >= 0.9 and accuracy["weak"] <= 0.7 and accuracy["weak2"] <= 0.7, accuracy
+
+
+def test_first_version_becomes_champion_and_a_rerun_adds_no_version(world, client):
+    root, paths = world["root"], world["candidates"]["weak"]
+    report = register_candidate(root, world["weak"], paths)
+    assert report["version"] == 1 and report["gate"]["action"] == "promoted"
+    assert set(report["aliases"]) == {"champion", "challenger"}
+    again = register_candidate(root, world["weak"], paths, "register-again.json")
+    assert again["version"] == 1 and again["gate"]["action"] == "already_registered"
+    assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
+    assert json.loads((paths["reports"] / "register.json").read_text())["version"] == 1
+
+
+def test_a_better_challenger_takes_champion(world, client):
+    root, paths = world["root"], world["candidates"]["strong"]
+    report = register_candidate(root, world["strong"], paths)
+    gate = report["gate"]
+    assert report["version"] == 2 and gate["action"] == "promoted", gate
+    assert gate["challenger_accuracy"] > gate["champion_accuracy"] and gate["mcnemar_p_value"] < 0.05
+    assert gate["n"] == 160 and gate["champion_before"] == 1
+    assert champion(client) == "2" and str(client.get_registered_model(MODEL).aliases["challenger"]) == "2"
+    version = client.get_model_version(MODEL, "2")
+    run_id = json.loads((paths["reports"] / "train_run.json").read_text())["run_id"]
+    tags = version.tags
+    assert tags["training_run_id"] == run_id and tags["gate.action"] == "promoted"
+    assert tags["params_digest"] == params_digest(world["strong"])
+    assert float(tags["test.accuracy"]) >= 0.9 and float(tags["onnx.fp32.agreement"]) == 1.0
+    assert tags["git.commit"] and tags["serving.cpu_variant"] in ("int8", "fp32")
+    assert "accuracy" in version.description
+    run = client.get_run(run_id)
+    assert run.data.tags["gate.action"] == "promoted" and run.data.metrics["gate_mcnemar_p_value"] < 0.05
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert "pytorch_model" in artifacts
+    assert "model.safetensors" in {Path(a.path).name for a in client.list_artifacts(run_id, "pytorch_model")}
+
+
+def test_a_worse_challenger_is_not_promoted(world, client):
+    report = register_candidate(world["root"], world["weak"], world["candidates"]["weak2"])
+    assert report["version"] == 3 and report["gate"]["action"] == "kept_champion"
+    assert report["gate"]["accuracy_gain"] < 0 and "accuracy gain" in report["gate"]["reason"]
+    assert champion(client) == "2" and str(client.get_registered_model(MODEL).aliases["challenger"]) == "3"
+
+
+def test_served_model_matches_pytorch_and_refuses_oversized_requests(world):
+    """The pyfunc (ONNX + bundled tokenizer) gives PyTorch's probabilities on raw text."""
+    import mlflow
+    import pandas as pd
+    import torch
+    from mlflow.exceptions import MlflowException
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}/2")
+    texts = pd.read_parquet(world["root"] / "data/raw/test.parquet")["text"].tolist()[:24]
+    texts.append(texts[0] * 20)  # longer than max_length: cut head+tail as in training
+    served = model.predict(texts)
+    assert list(served.columns) == ["label", "probability", "positive_probability"]
+    checkpoint = world["candidates"]["strong"]["model"]
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+    reference = AutoModelForSequenceClassification.from_pretrained(str(checkpoint)).eval()
+    from imdb_mlops.modeling.encoding import Encoder
+
+    ids = Encoder(tokenizer, world["strong"].tokenize)({"text": texts, "label": [0] * len(texts)})
+    expected = []
+    with torch.inference_mode():
+        for row in ids.column("input_ids").to_pylist():
+            logits = reference(torch.tensor([row])).logits
+            expected.append(torch.softmax(logits, -1)[0, 1].item())
+    expected = np.asarray(expected)
+    # The shipped CPU variant (int8 where it passed parity): same labels, close probabilities.
+    assert served["label"].tolist() == [["negative", "positive"][int(p >= 0.5)] for p in expected]
+    np.testing.assert_allclose(served["positive_probability"].to_numpy(), expected, atol=0.02)
+    # The fp32 variant through the same code: tokenization, cutting, padding and softmax match exactly.
+    from imdb_mlops.modeling.onnx_variants import make_session
+
+    inner = model.unwrap_python_model()
+    inner.session = make_session(world["candidates"]["strong"]["onnx"] / "model.fp32.onnx", "CPUExecutionProvider")
+    np.testing.assert_allclose(inner.positive_probabilities(texts), expected, atol=1e-5)
+    with pytest.raises(MlflowException, match="request too large: 300 texts, at most 256"):
+        model.predict(["fine"] * 300)
+    with pytest.raises(MlflowException, match="text 1 too long: 60,000 characters, at most 50,000"):
+        model.predict(["fine", "x" * 60_000])
+
+
+def test_cli_lists_promotes_rolls_back_and_shows_lineage(world, client):
+    root = world["root"]
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    listing = run_cli("registry", "versions", cwd=root, **env)
+    assert listing.returncode == 0, listing.stderr
+    lines = {line.split("│")[1].strip(): line for line in listing.stdout.splitlines() if line.count("│") > 5}
+    assert set(lines) == {"1", "2", "3"} and "champion" in lines["2"] and "challenger" in lines["3"]
+    assert "kept champion" in lines["3"]
+
+    promoted = run_cli("registry", "promote", "3", cwd=root, **env)
+    assert promoted.returncode == 0 and "champion 2 -> 3" in promoted.stdout
+    assert champion(client) == "3"
+    back = run_cli("registry", "rollback", cwd=root, **env)
+    assert back.returncode == 0 and "champion 3 -> 2 (rolled back)" in back.stdout
+    assert champion(client) == "2"
+    assert rollback(client, MODEL) == ("2", "1") and champion(client) == "1"
+    with pytest.raises(PipelineError, match="first champion; nothing to roll back to"):
+        rollback(client, MODEL)
+    run_cli("registry", "promote", "2", cwd=root, **env)
+
+    lineage = run_cli("registry", "lineage", "champion", "--json", cwd=root, **env)
+    info = json.loads(lineage.stdout)
+    assert info["version"] == 2 and "champion" in info["aliases"]
+    assert (
+        info["training_run_id"]
+        == json.loads((world["candidates"]["strong"]["reports"] / "train_run.json").read_text())["run_id"]
+    )
+    assert info["params"]["train.max_steps"] == "80" and info["tags"]["git.commit"]
+    assert {d["name"] for d in info["datasets"]} == {"imdb-train", "imdb-validation", "imdb-test"}
+
+    missing = run_cli("registry", "promote", "9", cwd=root, **env)
+    assert missing.returncode == 1
+    assert "registry: imdb-sentiment has no version or alias '9' (versions: 1, 2, 3;" in missing.stderr
+
+
+def test_cli_predicts_from_arguments_and_files(world, tmp_path):
+    root = world["root"]
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("awful boring dull terrible film\n\nwonderful brilliant superb delightful film\n")
+    proc = run_cli("predict", "--file", str(reviews), "-m", "@champion", "--json", cwd=root, **env)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["label"] for r in rows] == ["negative", "positive"] and all(0.5 <= r["probability"] <= 1 for r in rows)
+    table = run_cli("predict", "a dull and tedious film", "-m", "2", cwd=root, **env)
+    assert table.returncode == 0 and "negative" in table.stdout
+    empty = run_cli("predict", cwd=root, **env)
+    assert empty.returncode == 1 and "predict: no texts" in empty.stderr
+
+
+def test_explain_reads_the_pytorch_checkpoint_beside_a_registered_version(world, tmp_path):
+    root = world["root"]
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    review = "A slow start, but the ending was wonderful and moving."
+    proc = run_cli("explain", review, "--out", str(tmp_path / "heat"), "--json", cwd=root, **env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["model"] == "imdb-sentiment@champion" and report["label"] in ("negative", "positive")
+    assert (tmp_path / "heat" / "layer0.png").read_bytes().startswith(b"\x89PNG")
+    table = run_cli(
+        "explain", review, "-m", "1", "--layer", "0", "--head", "1", "--out", str(tmp_path / "h2"), cwd=root, **env
+    )
+    assert table.returncode == 0, table.stderr[-2000:]
+    assert "[CLS] attends to (layer 0 of 0-1, head 1)" in table.stdout and "imdb-sentiment/1" in table.stdout
+    missing = run_cli("explain", review, "-m", "9", cwd=root, **env)
+    assert missing.returncode == 1 and "imdb-sentiment has no version or alias '9'" in missing.stderr
+
+
+def test_manual_mode_leaves_promotion_to_people(world, client):
+    tree = world["strong"].model_dump()
+    tree["registry"].update({"model_name": "imdb-sentiment-manual", "promotion": "manual"})
+    manual = validate_params(tree)
+    root = world["root"]
+    first = register_candidate(root, manual, world["candidates"]["weak"], "register-manual.json")
+    assert first["gate"]["action"] == "promoted"  # the first version is always champion
+    second = register_candidate(root, manual, world["candidates"]["strong"], "register-manual.json")
+    assert second["gate"]["action"] == "awaiting_manual_promotion" and second["gate"]["passes"] is True
+    assert champion(client, "imdb-sentiment-manual") == "1"
+
+
+def test_mlflow_models_serve_answers_on_loopback(world):
+    root, port = world["root"], free_port()
+    env = cli_env(MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}")
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            f"models:/{MODEL}@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/ping", server)
+        url = f"http://127.0.0.1:{port}/invocations"
+        answer = requests.post(
+            url, json={"inputs": ["awful boring dull terrible", "wonderful brilliant superb"]}, timeout=30
+        )
+        assert answer.status_code == 200, answer.text
+        predictions = answer.json()["predictions"]
+        assert [p["label"] for p in predictions] == ["negative", "positive"]
+        assert all(0.5 <= p["probability"] <= 1 for p in predictions)
+        frame = requests.post(url, json={"dataframe_split": {"columns": ["text"], "data": [["superb"]]}}, timeout=30)
+        assert frame.status_code == 200 and len(frame.json()["predictions"]) == 1
+        too_many = requests.post(url, json={"inputs": ["fine"] * 300}, timeout=30)
+        assert too_many.status_code == 400
+        assert too_many.json()["message"] == "request too large: 300 texts, at most 256 per request"
+        too_long = requests.post(url, json={"inputs": ["fine", "x" * 60_000]}, timeout=30)
+        assert too_long.status_code == 400
+        assert too_long.json()["message"] == "text 1 too long: 60,000 characters, at most 50,000"
+        host_ip = socket.gethostbyname(socket.gethostname())
+        if not host_ip.startswith("127."):  # bound to loopback only: another address is refused
+            with pytest.raises(requests.ConnectionError):
+                requests.get(f"http://{host_ip}:{port}/ping", timeout=2)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_registration_against_a_real_mlflow_server(world, tmp_path):
+    from mlflow import MlflowClient
+
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(f"{uri}/health", server)
+        world["patch"].setenv("MLFLOW_TRACKING_URI", uri)
+        client = MlflowClient(tracking_uri=uri)
+        experiment = client.create_experiment("imdb-sentiment")
+        paths = dict(world["candidates"]["strong"])
+        run = client.create_run(experiment, tags={"mlflow.source.git.commit": "abc123"})
+        client.set_terminated(run.info.run_id)
+        paths["reports"] = tmp_path / "reports"
+        paths["reports"].mkdir()
+        for name in ("metrics.json", "onnx.json"):
+            (paths["reports"] / name).write_text((world["candidates"]["strong"]["reports"] / name).read_text())
+        (paths["reports"] / "train_run.json").write_text(json.dumps({"run_id": run.info.run_id}))
+        report = register_candidate(world["root"], world["strong"], paths)
+        assert report["version"] == 1 and report["tracking_uri"] == uri and report["gate"]["action"] == "promoted"
+        assert str(client.get_registered_model(MODEL).aliases["champion"]) == "1"
+        assert client.get_model_version(MODEL, "1").tags["git.commit"] == "abc123"
+        import mlflow
+
+        mlflow.set_tracking_uri(uri)
+        served = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(["superb wonderful brilliant"])
+        assert served["label"].tolist() == ["positive"]
+        assert list((tmp_path / "server-artifacts").rglob("model.*.onnx"))  # artifacts went through the server
+    finally:
+        world["patch"].setenv("MLFLOW_TRACKING_URI", f"sqlite:///{world['root'] / 'mlflow.db'}")
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_missing_inputs_are_clear_errors(world, tmp_path):
+    paths = dict(world["candidates"]["strong"])
+    paths["reports"] = tmp_path
+    with pytest.raises(PipelineError, match="train_run.json: missing; run the train stage first"):
+        register_candidate(world["root"], world["strong"], paths)
+    (tmp_path / "train_run.json").write_text(json.dumps({"run_id": "x"}))
+    with pytest.raises(PipelineError, match="onnx.json: missing; run the export stage first"):
+        register_candidate(world["root"], world["strong"], paths)

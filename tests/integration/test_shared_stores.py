@@ -1,0 +1,142 @@
+"""Shared stores a team uses: an MLflow server on a real PostgreSQL database, and a DVC remote
+switched by configuration alone."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from helpers import TINY_PIPELINE_PARAMS, cli_env, make_project_copy, run, run_cli, set_params, write_hub_layout
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="stores")]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def postgres_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+def ensure_postgres() -> Path:
+    """PostgreSQL's server binaries, installing Debian's package when they are missing (as root)."""
+    if postgres_bin() is None and shutil.which("apt-get") and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=False, capture_output=True, timeout=300)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postgresql"], env=env,
+                       check=False, capture_output=True, timeout=600)  # fmt: skip
+    found = postgres_bin()
+    if found is None:
+        pytest.skip("PostgreSQL server binaries not found and not installable here (apt-get as root)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway PostgreSQL server on 127.0.0.1 (run as the 'postgres' user when we are root)."""
+    bindir = ensure_postgres()
+    root = Path(tempfile.mkdtemp(prefix="imdb-pg-", dir="/tmp"))
+    root.chmod(0o755)
+    data, sockets = root / "data", root / "run"
+    sockets.mkdir()
+    as_owner: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(root, "postgres")
+        shutil.chown(sockets, "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    subprocess.run([*as_owner, str(bindir / "initdb"), "-D", str(data), "-U", "mlflow", "--auth=trust", "-E", "UTF8"],
+                   check=True, capture_output=True, timeout=120)  # fmt: skip
+    subprocess.run([*as_owner, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "server.log"), "-o",
+                    f"-h 127.0.0.1 -p {port} -k {sockets}", "start"], check=True, capture_output=True, timeout=120)  # fmt: skip
+    try:
+        subprocess.run([*as_owner, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow"],
+                       check=True, capture_output=True, timeout=60)  # fmt: skip
+        yield f"postgresql://mlflow@127.0.0.1:{port}/mlflow", (bindir, port, as_owner)
+    finally:
+        subprocess.run(
+            [*as_owner, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True, timeout=60
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def mlflow_on_postgres(postgres, tmp_path_factory):
+    """``mlflow server`` with the PostgreSQL backend and a local artifact root, on loopback."""
+    database_uri, _ = postgres
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", database_uri, "--artifacts-destination", str(artifacts), "--workers", "1"],
+        env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{uri}/health", timeout=2).status_code == 200:
+                break
+        except requests.RequestException:
+            time.sleep(1)
+        if server.poll() is not None:
+            pytest.fail(f"mlflow server exited: {server.stderr.read()[-2000:]}")
+    yield uri
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_train_register_promote_against_mlflow_on_postgres(
+    tmp_path, postgres, mlflow_on_postgres, tiny_distilbert_classifier
+):
+    uri = mlflow_on_postgres
+    project = make_project_copy(tmp_path)
+    source = write_hub_layout(tmp_path / "imdb", 120, 60)
+    set_params(project, **{**TINY_PIPELINE_PARAMS, "train.max_steps": 10, "train.eval_steps": 5, "export.parity_samples": 16,
+                           "data.source": str(source), "model.name": str(tiny_distilbert_classifier)})  # fmt: skip
+    run(["git", "commit", "-qam", "tiny params"], project)
+    proc = run(["dvc", "repro", "register"], project, MLFLOW_TRACKING_URI=uri)  # ingest -> ... -> register
+    assert "Running stage 'train'" in proc.stdout and "Running stage 'register'" in proc.stdout
+    promoted = run_cli(
+        "registry", "promote", "1", "--reason", "reviewed by the team", cwd=project, MLFLOW_TRACKING_URI=uri
+    )
+    assert promoted.returncode == 0, promoted.stderr[-2000:]
+
+    api = f"{uri}/api/2.0/mlflow"
+    champion = requests.get(
+        f"{api}/registered-models/alias", params={"name": "imdb-sentiment", "alias": "champion"}, timeout=10
+    ).json()
+    version = champion["model_version"]
+    assert version["version"] == "1"
+    tags = {t["key"]: t["value"] for t in version.get("tags", [])}
+    assert tags["promotion_reason"] == "reviewed by the team" and tags["params_digest"]
+    run_info = requests.get(f"{api}/runs/get", params={"run_id": tags["training_run_id"]}, timeout=10).json()["run"]
+    metrics = {m["key"]: m["value"] for m in run_info["data"]["metrics"]}
+    assert "test_accuracy" in metrics and "onnx_fp32_agreement" in metrics
+    # the artifacts went through the server to its local artifact root, and load back from there
+    listed = requests.get(
+        f"{api}/artifacts/list", params={"run_id": tags["training_run_id"], "path": "pytorch_model"}, timeout=10
+    ).json()
+    assert "pytorch_model/model.safetensors" in {f["path"] for f in listed.get("files", [])}
+    predicted = run_cli("predict", "a wonderful film", "--json", cwd=project, MLFLOW_TRACKING_URI=uri)
+    assert predicted.returncode == 0 and '"label"' in predicted.stdout
+    # and the registry rows are in PostgreSQL, not in a local file
+    bindir, port, as_owner = postgres[1]
+    rows = subprocess.run([*as_owner, str(bindir / "psql") if (bindir / "psql").exists() else "psql", "-h", "127.0.0.1",
+                           "-p", str(port), "-U", "mlflow", "-d", "mlflow", "-tAc",
+                           "select name, version from model_versions"], capture_output=True, text=True, check=True)  # fmt: skip
+    assert rows.stdout.split() == ["imdb-sentiment|1"]
+    assert not (project / "mlflow.db").exists()

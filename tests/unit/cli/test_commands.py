@@ -1,0 +1,106 @@
+"""The command line: one-line errors with non-zero exits, nothing half-written, exp-run overlays."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from helpers import REPO_ROOT, make_reviews, run_cli
+
+
+def params_file(folder: Path, **sections: dict) -> Path:
+    (folder / "params.yaml").write_text(yaml.safe_dump(sections))
+    return folder / "params.yaml"
+
+
+def assert_one_line_error(proc, code: int, text: str, folder: Path) -> None:
+    assert proc.returncode == code, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and text in lines[0], lines[0]
+    assert not (folder / "data").exists() and not (folder / "reports").exists()
+
+
+@pytest.mark.parametrize(
+    ("sections", "code", "text"),
+    [
+        ({"data": {"sorce": "x"}}, 2, "params.yaml: data.sorce: unknown key (did you mean 'data.source'?)"),
+        ({"tokenize": {"num_proc": "two"}}, 2, "params.yaml: tokenize.num_proc: must be an integer (got 'two')"),
+        ({"train": {"learning_rate": -1}}, 2, "params.yaml: train.learning_rate: must be > 0 (got -1)"),
+        ({"data": {"source": "./missing"}}, 1, "data.source: path './missing' does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, sections, code, text):
+    params_file(tmp_path, **sections)
+    assert_one_line_error(run_cli("ingest", cwd=tmp_path), code, text, tmp_path)
+
+
+def test_csv_without_label_column(tmp_path):
+    make_reviews(20).rename(columns={"label": "sentiment"}).to_csv(tmp_path / "movie_data.csv", index=False)
+    params_file(tmp_path, data={"source": "movie_data.csv"})
+    proc = run_cli("ingest", cwd=tmp_path)
+    assert_one_line_error(
+        proc, 1, "movie_data.csv: missing label column 'label' (columns: text, sentiment, rating)", tmp_path
+    )
+
+
+def test_csv_with_labels_outside_binary(tmp_path):
+    frame = make_reviews(20)
+    frame.loc[6, "label"] = 3
+    frame.to_csv(tmp_path / "reviews.csv", index=False)
+    params_file(tmp_path, data={"source": "reviews.csv"})
+    assert_one_line_error(run_cli("ingest", cwd=tmp_path), 1, "reviews.csv row 7: label 3 is not 0 or 1", tmp_path)
+
+
+def test_ingest_then_tokenize_from_the_cli(tmp_path, minilm_path):
+    make_reviews(60).to_csv(tmp_path / "reviews.csv", index=False)
+    params_file(tmp_path, data={"source": "reviews.csv"}, model={"name": str(minilm_path)}, tokenize={"max_length": 32})
+    assert run_cli("ingest", cwd=tmp_path).returncode == 0
+    proc = run_cli("tokenize", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "training" in proc.stderr and "will take roughly" in proc.stderr
+    assert (tmp_path / "data" / "tokenized" / "dataset_dict.json").is_file()
+    assert pd.read_parquet(tmp_path / "data" / "raw" / "test.parquet").shape[0] == 30
+
+
+def test_check_params_prints_flat_keys():
+    proc = run_cli("check-params", cwd=REPO_ROOT)
+    assert proc.returncode == 0
+    assert "data.source" in proc.stdout and "stanfordnlp/imdb" in proc.stdout
+
+
+def test_exp_run_builds_a_validated_dvc_command(tmp_path, minilm_path):
+    for name in ("params.yaml",):
+        shutil.copy(REPO_ROOT / name, tmp_path / name)
+    shutil.copytree(REPO_ROOT / "profiles", tmp_path / "profiles")
+    proc = run_cli("exp-run", "--dry", "--offline", "--profile", "cpu-quick", "-S", "train.epochs=2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    command = proc.stdout.strip()
+    assert command.startswith("dvc exp run ")
+    assert "-S data.source=../shared/imdb" in command and f"-S model.name={minilm_path}" in command
+    assert "-S data.max_samples.train=4000" in command and "-S tokenize.max_length=256" in command
+    assert "-S train.epochs=2" in command and "train.epochs=1" not in command  # -S beats the profile
+    # no pretrained GPT-2 offline: a scratch one, its settings adjusted by the named profile
+    assert "-S generation.model=scratch" in command and "-S generation.finetune.learning_rate=0.001" in command
+    assert "-S generation.finetune.max_steps=300" in command and "max_steps=1500" not in command
+
+
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (["-S", "train.learning_rat=1e-4"], "train.learning_rat: unknown key (did you mean 'train.learning_rate'?)"),
+        (["-S", "tokenize.max_length=many"], "tokenize.max_length: must be an integer (got 'many')"),
+        (["--profile", "gpu-huge"], "--profile: no profile 'gpu-huge'"),
+        (["-S", "novalue"], "-S novalue: expected KEY=VALUE"),
+    ],
+)
+def test_exp_run_rejects_bad_overrides_before_running_dvc(tmp_path, args, text):
+    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(REPO_ROOT / "profiles", tmp_path / "profiles")
+    proc = run_cli("exp-run", *args, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert text in proc.stderr and "dvc exp run" not in proc.stderr

@@ -1,0 +1,38 @@
+import time
+from pathlib import Path
+
+import pytest
+
+from imdb_mlops.common.errors import PipelineError
+from imdb_mlops.registry.tracking import dvc_lock_hashes, ensure_tracking_reachable, read_run_file, tracking_uri
+
+
+def test_default_store_is_sqlite_in_the_project(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking_uri(tmp_path) == "http://127.0.0.1:5000"
+
+
+def test_unreachable_server_fails_within_the_timeout():
+    started = time.monotonic()
+    with pytest.raises(PipelineError, match="tracking server http://127.0.0.1:9 is unreachable"):
+        ensure_tracking_reachable("http://127.0.0.1:9", timeout_s=2)
+    assert time.monotonic() - started < 10
+
+
+def test_dvc_lock_hashes_name_each_output(tmp_path):
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  ingest:\n    outs:\n    - path: data/raw\n      md5: abc.dir\n"
+        "  tokenize:\n    outs:\n    - path: data/tokenized\n      md5: def.dir\n"
+    )
+    assert dvc_lock_hashes(project_dir=tmp_path) == {"dvc.data/raw.md5": "abc.dir", "dvc.data/tokenized.md5": "def.dir"}
+    assert dvc_lock_hashes(project_dir=tmp_path / "nowhere") == {}
+
+
+def test_run_file_errors(tmp_path):
+    with pytest.raises(PipelineError, match="missing; run the train stage first"):
+        read_run_file(tmp_path / "train_run.json")
+    (tmp_path / "bad.json").write_text("[1]")
+    with pytest.raises(PipelineError, match="not a run file"):
+        read_run_file(Path(tmp_path / "bad.json"))
