@@ -8,7 +8,7 @@
 #   docker run --rm -v "$PWD":/work imdb-mlops:cpu repro                 # dvc repro (the main job)
 #   docker run --rm -v "$PWD":/work -e PREFECT_API_URL=... imdb-mlops:cpu worker --pool imdb-docker
 #   docker run --rm -p 127.0.0.1:5001:5001 -e MLFLOW_TRACKING_URI=http://mlflow:5000 imdb-mlops:cpu serve
-#   docker run --rm -v "$PWD":/work imdb-mlops:cpu imdb-mlops generate -s positive    # any command
+#   docker run --rm -v "$PWD":/work imdb-mlops:cpu imdb-mlops write-reviews -s positive    # any command
 # GPU: add `--gpus all` and use the cuda tag. HEALTHCHECK: serve answers /ping, a worker reaches
 # its Prefect API, a batch job (repro) is healthy while it runs.
 

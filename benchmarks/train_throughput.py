@@ -34,7 +34,10 @@ def worker(mode: str, args: argparse.Namespace, workdir: Path) -> dict[str, floa
     from datasets import load_from_disk
 
     from imdb_mlops.config import load_params
-    from imdb_mlops.stages.train import load_classifier, train, training_arguments, validation_metrics
+    from imdb_mlops.modeling.classifier import load_pretrained_classifier
+    from imdb_mlops.modeling.finetuning import classifier_arguments
+    from imdb_mlops.modeling.metrics import validation_metrics
+    from imdb_mlops.stages.train import train
 
     os.chdir(workdir)
     params = load_params(Path("params.yaml"))
@@ -45,11 +48,11 @@ def worker(mode: str, args: argparse.Namespace, workdir: Path) -> dict[str, floa
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(params.model.name)
     transformers.set_seed(params.seed)
-    model = load_classifier(params.model.name, params.model.name, len(tokenizer))
+    model = load_pretrained_classifier(params.model.name, params.model.name, len(tokenizer))
     data = load_from_disk("data/tokenized")
     train_set = data["train"].select_columns(["input_ids", "label"])
     eval_set = data["validation"].select_columns(["input_ids", "label"])
-    training_args = training_arguments(params, Path("bare-checkpoints"), "fp32")
+    training_args = classifier_arguments(params, Path("bare-checkpoints"), "fp32")
     training_args.report_to = []
     if mode == "pad512":
         pad = tokenizer.pad_token_id

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh) and run the test suite. Extra arguments go to pytest.
+# Set up (scripts/setup.sh), check the style (ruff) and run the test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"   # stages run `imdb-mlops` and `dvc` from the venv
 export DO_NOT_TRACK=1 DVC_NO_ANALYTICS=1 HF_HUB_DISABLE_TELEMETRY=1
+# Style first: a lint or format failure fails the run (and CI) before any test starts.
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 # Two worker processes by default (PYTEST_WORKERS=0 runs serially); each module with expensive
 # module-scoped fixtures is pinned to one worker (pytest.mark.xdist_group).
 WORKERS=${PYTEST_WORKERS:-2}

@@ -213,13 +213,35 @@ def test_changing_a_tokenize_param_reruns_from_tokenize_on(built):
     from imdb_mlops.orchestration.dvc_stages import upstream
 
     set_params(built, **{"tokenize.max_length": 32})
-    # changed now: tokenize, and the stages that read tokenize.* params themselves (truncation at serving/scoring)
-    assert set(json.loads(run(["dvc", "status", "--json"], built).stdout)) == {"tokenize", "register", "generate"}
+    # changed now: tokenize, and the stages that read tokenize.* params themselves (cutting reviews
+    # for attention maps, serving and scoring generated reviews)
+    assert set(json.loads(run(["dvc", "status", "--json"], built).stdout)) == {
+        "tokenize",
+        "evaluate",
+        "register",
+        "generate",
+    }
     downstream = {stage for stage, ancestors in upstream(built).items() if "tokenize" in ancestors}
     assert downstream == {"train", "evaluate", "export", "register", "generate"}
     assert "tokenize" not in upstream(built)["ingest"]
     set_params(built, **{"tokenize.max_length": 64})
     assert "up to date" in run(["dvc", "status"], built).stdout
+
+
+def test_a_helper_change_marks_the_stages_that_import_it_and_tracking_params_none(built):
+    helper = built / "src" / "imdb_mlops" / "modeling" / "truncation.py"
+    original = helper.read_text()
+    helper.write_text(original + "\n# a change\n")
+    try:
+        changed = set(json.loads(run(["dvc", "status", "--json"], built).stdout))
+    finally:
+        helper.write_text(original)
+    assert changed == {"tokenize", "evaluate", "register", "generate"}  # ingest, train, export do not cut reviews
+    set_params(built, **{"tracking.experiment": "elsewhere", "tracking.timeout_s": 30.0})
+    try:
+        assert "up to date" in run(["dvc", "status"], built).stdout  # where runs are logged retrains nothing
+    finally:
+        set_params(built, **{"tracking.experiment": "imdb-sentiment", "tracking.timeout_s": 5.0})
 
 
 def test_switching_the_dvc_remote_is_a_config_change_only(built, tmp_path):

@@ -123,25 +123,36 @@ def test_the_candidates_differ_in_quality(world):
     assert accuracy["strong"] >= 0.9 and accuracy["weak"] <= 0.7 and accuracy["weak2"] <= 0.7, accuracy
 
 
-def test_first_version_becomes_champion_and_a_rerun_adds_no_version(world, client):
-    root, paths = world["root"], world["candidates"]["weak"]
-    report = register_candidate(root, world["weak"], paths)
+@pytest.fixture(scope="module")
+def registered(world):
+    """The three candidates registered in one fixed order, whatever order the tests run in: weak
+    (version 1, then registered again), strong (version 2), weak2 (version 3). Each test reads the
+    reports; none depends on another having run."""
+    root, candidates = world["root"], world["candidates"]
+    reports = {"weak": register_candidate(root, world["weak"], candidates["weak"])}
+    reports["weak_again"] = register_candidate(root, world["weak"], candidates["weak"], "register-again.json")
+    reports["strong"] = register_candidate(root, world["strong"], candidates["strong"])
+    reports["weak2"] = register_candidate(root, world["weak"], candidates["weak2"])
+    return reports
+
+
+def test_first_version_becomes_champion_and_a_rerun_adds_no_version(world, registered, client):
+    report, again = registered["weak"], registered["weak_again"]
     assert report["version"] == 1 and report["gate"]["action"] == "promoted"
     assert set(report["aliases"]) == {"champion", "challenger"}
-    again = register_candidate(root, world["weak"], paths, "register-again.json")
     assert again["version"] == 1 and again["gate"]["action"] == "already_registered"
-    assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
-    assert json.loads((paths["reports"] / "register.json").read_text())["version"] == 1
+    assert len(client.search_model_versions(f"name='{MODEL}' and run_id='{report['run_id']}'")) == 1
+    assert json.loads((world["candidates"]["weak"]["reports"] / "register.json").read_text())["version"] == 1
 
 
-def test_a_better_challenger_takes_champion(world, client):
-    root, paths = world["root"], world["candidates"]["strong"]
-    report = register_candidate(root, world["strong"], paths)
+def test_a_better_challenger_takes_champion(world, registered, client):
+    paths = world["candidates"]["strong"]
+    report = registered["strong"]
     gate = report["gate"]
     assert report["version"] == 2 and gate["action"] == "promoted", gate
     assert gate["challenger_accuracy"] > gate["champion_accuracy"] and gate["mcnemar_p_value"] < 0.05
     assert gate["n"] == 160 and gate["champion_before"] == 1
-    assert champion(client) == "2" and str(client.get_registered_model(MODEL).aliases["challenger"]) == "2"
+    assert report["aliases"] == ["challenger", "champion"]
     version = client.get_model_version(MODEL, "2")
     run_id = json.loads((paths["reports"] / "train_run.json").read_text())["run_id"]
     tags = version.tags
@@ -157,14 +168,14 @@ def test_a_better_challenger_takes_champion(world, client):
     assert "model.safetensors" in {Path(a.path).name for a in client.list_artifacts(run_id, "pytorch_model")}
 
 
-def test_a_worse_challenger_is_not_promoted(world, client):
-    report = register_candidate(world["root"], world["weak"], world["candidates"]["weak2"])
+def test_a_worse_challenger_is_not_promoted(registered):
+    report = registered["weak2"]
     assert report["version"] == 3 and report["gate"]["action"] == "kept_champion"
     assert report["gate"]["accuracy_gain"] < 0 and "accuracy gain" in report["gate"]["reason"]
-    assert champion(client) == "2" and str(client.get_registered_model(MODEL).aliases["challenger"]) == "3"
+    assert report["gate"]["champion"] == 2 and report["aliases"] == ["challenger"]
 
 
-def test_served_model_matches_pytorch_and_refuses_oversized_requests(world):
+def test_served_model_matches_pytorch_and_refuses_oversized_requests(world, registered):
     """The pyfunc (ONNX + bundled tokenizer) gives PyTorch's probabilities on raw text."""
     import mlflow
     import pandas as pd
@@ -204,7 +215,7 @@ def test_served_model_matches_pytorch_and_refuses_oversized_requests(world):
         model.predict(["fine", "x" * 60_000])
 
 
-def test_cli_lists_promotes_rolls_back_and_shows_lineage(world, client):
+def test_cli_lists_promotes_rolls_back_and_shows_lineage(world, registered, client):
     root = world["root"]
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
     listing = run_cli("registry", "versions", cwd=root, **env)
@@ -239,7 +250,7 @@ def test_cli_lists_promotes_rolls_back_and_shows_lineage(world, client):
     assert "registry: imdb-sentiment has no version or alias '9' (versions: 1, 2, 3;" in missing.stderr
 
 
-def test_cli_predicts_from_arguments_and_files(world, tmp_path):
+def test_cli_predicts_from_arguments_and_files(world, registered, tmp_path):
     root = world["root"]
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
     reviews = tmp_path / "reviews.txt"
@@ -254,7 +265,7 @@ def test_cli_predicts_from_arguments_and_files(world, tmp_path):
     assert empty.returncode == 1 and "predict: no texts" in empty.stderr
 
 
-def test_explain_reads_the_pytorch_checkpoint_beside_a_registered_version(world, tmp_path):
+def test_explain_reads_the_pytorch_checkpoint_beside_a_registered_version(world, registered, tmp_path):
     root = world["root"]
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
     review = "A slow start, but the ending was wonderful and moving."
@@ -284,7 +295,7 @@ def test_manual_mode_leaves_promotion_to_people(world, client):
     assert champion(client, "imdb-sentiment-manual") == "1"
 
 
-def test_mlflow_models_serve_answers_on_loopback(world):
+def test_mlflow_models_serve_answers_on_loopback(world, registered):
     root, port = world["root"], free_port()
     env = cli_env(MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}")
     server = subprocess.Popen(

@@ -25,7 +25,7 @@ from imdb_mlops.common.errors import PipelineError, first_line
 from imdb_mlops.common.labels import LABELS
 from imdb_mlops.config import TokenizeConfig
 from imdb_mlops.modeling.attention import check_index, n_heads, n_layers
-from imdb_mlops.modeling.pretrained import unpadded_backend
+from imdb_mlops.modeling.pretrained import checkpoint_config, unpadded_backend
 from imdb_mlops.modeling.truncation import cut, head_tokens, special_token_layout
 from imdb_mlops.reporting import figures
 
@@ -54,7 +54,7 @@ class Attended:
 
 def load_explainable(model_dir: Path) -> tuple[Any, Any]:
     """A classifier checkpoint with eager attention (the only kind that returns its weights)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if not model_dir.is_dir():
         raise PipelineError(f"--model: '{model_dir}' is not a folder, a registry version or an alias")
@@ -66,10 +66,7 @@ def load_explainable(model_dir: Path) -> tuple[Any, Any]:
                 "use the PyTorch checkpoint (models/classifier)"
             )
         raise PipelineError(f"--model: '{model_dir}' has no config.json; not a transformers checkpoint")
-    try:
-        config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False)
-    except (OSError, ValueError, KeyError) as exc:
-        raise PipelineError(f"--model: '{model_dir}' has an unusable config.json: {first_line(exc)}") from None
+    config = checkpoint_config(str(model_dir), str(model_dir), "--model")
     if config.model_type not in ENCODERS:
         raise PipelineError(
             f"--model: '{model_dir}' is a {config.model_type} checkpoint; explain reads the [CLS] attention of "

@@ -19,46 +19,32 @@ from rich.console import Console
 from transformers import TrainerCallback
 
 from imdb_mlops.common.errors import PipelineError
-from imdb_mlops.config import Params
-from imdb_mlops.registry.tracking import numeric_metrics
+from imdb_mlops.common.numbers import numeric_metrics
+from imdb_mlops.config import GeneratorFinetuneConfig, Params, TrainConfig
 
 CHECKPOINT_ROOT = Path("models/checkpoints")
 console = Console(stderr=True)
 
 
 def trainer_arguments(
-    output_dir: Path,
-    *,
-    seed: int,
-    max_steps: int,
-    learning_rate: float,
-    per_device_train_batch_size: int,
-    gradient_accumulation_steps: int,
-    warmup_ratio: float,
-    weight_decay: float,
-    lr_scheduler_type: str,
-    logging_steps: int,
-    precision: str,
-    group_by_length: bool,
-    **extra: Any,
+    output_dir: Path, seed: int, cfg: TrainConfig | GeneratorFinetuneConfig, precision: str, **extra: Any
 ) -> Any:
-    """``TrainingArguments`` with what every fine-tuning in the pipeline shares: the schedule, seeds,
-    precision, length-grouped batches, CPU when there is no GPU, no reporting integrations (the
-    stage logs into its own MLflow run through :class:`MlflowMetricsCallback`) and progress bars."""
+    """``TrainingArguments`` with what every fine-tuning in the pipeline shares: the schedule and batch
+    of ``cfg`` (the classifier's ``train`` or the generator's ``generation.finetune`` section), seeds,
+    precision, CPU when there is no GPU, no reporting integrations (the stage logs into its own MLflow
+    run through :class:`MlflowMetricsCallback`) and progress bars; ``extra`` adds the rest."""
     from transformers import TrainingArguments
 
     return TrainingArguments(
         output_dir=str(output_dir),
-        max_steps=max_steps,
-        learning_rate=learning_rate,
-        per_device_train_batch_size=per_device_train_batch_size,
-        gradient_accumulation_steps=gradient_accumulation_steps,
-        warmup_steps=warmup_ratio,  # a float below 1 is a share of all steps (transformers 5)
-        weight_decay=weight_decay,
-        lr_scheduler_type=lr_scheduler_type,
-        logging_steps=logging_steps,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a share of all steps (transformers 5)
+        weight_decay=cfg.weight_decay,
+        logging_steps=cfg.logging_steps,
         logging_first_step=True,
-        train_sampling_strategy="group_by_length" if group_by_length else "random",
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=not cuda_available(),
@@ -77,17 +63,11 @@ def classifier_arguments(params: Params, output_dir: Path, precision: str, distr
     steps = cfg.eval_strategy == "steps"
     return trainer_arguments(
         output_dir,
-        seed=params.seed,
-        max_steps=cfg.max_steps,
-        learning_rate=cfg.learning_rate,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        warmup_ratio=cfg.warmup_ratio,
-        weight_decay=cfg.weight_decay,
+        params.seed,
+        cfg,
+        precision,
         lr_scheduler_type=cfg.lr_scheduler_type,
-        logging_steps=cfg.logging_steps,
-        precision=precision,
-        group_by_length=cfg.group_by_length,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         num_train_epochs=cfg.epochs,
         per_device_eval_batch_size=cfg.per_device_eval_batch_size,
         max_grad_norm=cfg.max_grad_norm,
@@ -109,22 +89,16 @@ def classifier_arguments(params: Params, output_dir: Path, precision: str, distr
 
 
 def decoder_arguments(params: Params, output_dir: Path, precision: str) -> Any:
-    """The generator's arguments: a fixed number of steps, linear decay, checkpoints every
-    ``save_steps`` (one kept) for resuming."""
+    """The generator's arguments: a fixed number of steps, linear decay, length-grouped batches,
+    checkpoints every ``save_steps`` (one kept) for resuming."""
     cfg = params.generation.finetune
     return trainer_arguments(
         output_dir,
-        seed=params.seed,
-        max_steps=cfg.max_steps,
-        learning_rate=cfg.learning_rate,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        warmup_ratio=cfg.warmup_ratio,
-        weight_decay=cfg.weight_decay,
+        params.seed,
+        cfg,
+        precision,
         lr_scheduler_type="linear",
-        logging_steps=cfg.logging_steps,
-        precision=precision,
-        group_by_length=True,
+        train_sampling_strategy="group_by_length",
         save_strategy="steps",
         save_steps=cfg.save_steps,
         save_total_limit=1,

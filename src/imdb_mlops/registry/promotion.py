@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
+from imdb_mlops.common.numbers import numeric_metrics
 from imdb_mlops.config import Params
 from imdb_mlops.data.sampling import stratified_sample
 from imdb_mlops.data.splits import read_split
 from imdb_mlops.modeling.gate import gate_decision
 from imdb_mlops.registry.aliases import current_champion, set_champion
 from imdb_mlops.registry.predict import predict_labels
-from imdb_mlops.registry.tracking import numeric_metrics
 
 console = Console(stderr=True)
 

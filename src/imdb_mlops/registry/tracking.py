@@ -111,16 +111,6 @@ def read_run_file(path: Path) -> dict[str, Any]:
     return info
 
 
-def numeric_metrics(values: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """The numbers of ``values`` (no booleans, no None, no nested values) as MLflow metrics,
-    keys prefixed with ``prefix``."""
-    return {
-        f"{prefix}{key}": float(value)
-        for key, value in values.items()
-        if isinstance(value, (int, float)) and not isinstance(value, bool)
-    }
-
-
 def reopen_run(params: Params, run_file: Path) -> Any:
     """The MLflow run named by a run file (``reports/train_run.json``), re-opened for logging."""
     import mlflow

@@ -88,6 +88,15 @@ def attention_heatmap(matrix: np.ndarray, tokens: list[str], path: Path, title: 
     _save(fig, path)
 
 
+# curves[key] records -> one PNG each: (key, x field, y field, file, title, x label, y label, diagonal)
+CURVES = (
+    ("roc", "fpr", "tpr", "roc.png", "ROC (test)", "false positive rate", "true positive rate", True),
+    ("pr", "recall", "precision", "precision_recall.png", "Precision-recall (test)", "recall", "precision", False),
+    ("calibration", "mean_predicted", "fraction_positive", "calibration.png", "Calibration (test)",
+     "mean predicted P(positive)", "fraction positive", True),
+)  # fmt: skip
+
+
 def evaluation_figures(
     folder: Path, probs: np.ndarray, labels: np.ndarray, curves: dict[str, list[dict[str, Any]]]
 ) -> None:
@@ -99,30 +108,7 @@ def evaluation_figures(
     confusion_matrix_figure(
         confusion_matrix(labels, predictions, labels=[0, 1]), LABELS, folder / "confusion_matrix.png"
     )
-    roc, pr, cal = curves["roc"], curves["pr"], curves["calibration"]
-    curve(
-        np.array([r["fpr"] for r in roc]),
-        np.array([r["tpr"] for r in roc]),
-        folder / "roc.png",
-        "ROC (test)",
-        "false positive rate",
-        "true positive rate",
-        diagonal=True,
-    )
-    curve(
-        np.array([r["recall"] for r in pr]),
-        np.array([r["precision"] for r in pr]),
-        folder / "precision_recall.png",
-        "Precision-recall (test)",
-        "recall",
-        "precision",
-    )
-    curve(
-        np.array([r["mean_predicted"] for r in cal]),
-        np.array([r["fraction_positive"] for r in cal]),
-        folder / "calibration.png",
-        "Calibration (test)",
-        "mean predicted P(positive)",
-        "fraction positive",
-        diagonal=True,
-    )
+    for key, x, y, name, title, xlabel, ylabel, diagonal in CURVES:
+        records = curves[key]
+        xs, ys = np.array([r[x] for r in records]), np.array([r[y] for r in records])
+        curve(xs, ys, folder / name, title, xlabel, ylabel, diagonal=diagonal)

@@ -20,11 +20,12 @@ from rich.table import Table
 
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.common.files import atomic_outputs, write_json, write_jsonl
+from imdb_mlops.common.numbers import numeric_metrics
 from imdb_mlops.config import Params
 from imdb_mlops.data.splits import read_split
 from imdb_mlops.modeling.classifier import load_trained_classifier, predict_positive
 from imdb_mlops.modeling.metrics import compute_metrics, confident_mistakes, plot_data
-from imdb_mlops.registry.tracking import log_dataset, numeric_metrics, reopen_run
+from imdb_mlops.registry.tracking import log_dataset, reopen_run
 from imdb_mlops.reporting import figures
 
 console = Console(stderr=True)

@@ -23,6 +23,7 @@ from rich.table import Table
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.common.files import atomic_outputs, write_json
 from imdb_mlops.common.labels import LABELS
+from imdb_mlops.common.numbers import numeric_metrics
 from imdb_mlops.config import Params
 from imdb_mlops.modeling.classifier import load_trained_classifier
 from imdb_mlops.modeling.onnx_variants import (
@@ -35,7 +36,7 @@ from imdb_mlops.modeling.onnx_variants import (
     parity_figures,
     torch_logits,
 )
-from imdb_mlops.registry.tracking import numeric_metrics, reopen_run
+from imdb_mlops.registry.tracking import reopen_run
 
 console = Console(stderr=True)
 

@@ -33,6 +33,7 @@ from rich.table import Table
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.common.files import atomic_outputs, write_json, write_jsonl
 from imdb_mlops.common.labels import LABELS
+from imdb_mlops.common.numbers import numeric_metrics
 from imdb_mlops.config import GenerationConfig, Params
 from imdb_mlops.data.sampling import stratified_sample
 from imdb_mlops.data.sources import read_unlabelled
@@ -45,7 +46,7 @@ from imdb_mlops.modeling.metrics import control_accuracy, distinct_n
 from imdb_mlops.modeling.textgen import CONTROL_CODES, SENTIMENTS, GenerationRequestError, generate_texts
 from imdb_mlops.registry.aliases import current_champion, set_champion
 from imdb_mlops.registry.publish import ModelPackage, ensure_registered_model, log_and_register, pinned_requirements
-from imdb_mlops.registry.tracking import dvc_lock_hashes, git_commit, numeric_metrics, read_run_file, setup_mlflow
+from imdb_mlops.registry.tracking import dvc_lock_hashes, git_commit, read_run_file, setup_mlflow
 from imdb_mlops.registry.versions import CHALLENGER
 from imdb_mlops.serving.settings import (
     GENERATOR_INPUT_EXAMPLE,
