@@ -129,7 +129,7 @@ def test_first_generator_is_champion_and_the_command_prints_its_reviews(generate
     client = client_of(generated)
     version = client.get_model_version_by_alias("imdb-review-generator", "champion")
     assert str(version.version) == "1" and version.tags["generation_run_id"]
-    args = ("generate", "--sentiment", "positive", "--prompt", "This movie", "-n", "2", "--seed", "11", "--json")
+    args = ("write-reviews", "--sentiment", "positive", "--prompt", "This movie", "-n", "2", "--seed", "11", "--json")
     first = run_cli(*args, cwd=generated)
     assert first.returncode == 0, first.stderr[-2000:]
     rows = [json.loads(line) for line in first.stdout.splitlines()]
@@ -138,17 +138,18 @@ def test_first_generator_is_champion_and_the_command_prints_its_reviews(generate
     again = _load_champion(generated).predict(pd.DataFrame({"prompt": ["This movie"] * 2, "sentiment": ["positive"] * 2}),
                                               params={"seed": 11})  # fmt: skip
     assert again["text"].tolist() == [r["text"] for r in rows]
-    table = run_cli("generate", "-s", "negative", cwd=generated)
+    table = run_cli("generate", "-s", "negative", cwd=generated)  # the old name, kept for one release
     assert table.returncode == 0 and "negative review 1/3" in table.stdout
+    assert "`imdb-mlops generate` is now `imdb-mlops write-reviews`" in table.stderr
 
 
-def test_generate_command_and_served_generator_refuse_bad_requests(generated: Path):
-    unknown = run_cli("generate", "--sentiment", "happy", cwd=generated)
+def test_write_reviews_command_and_served_generator_refuse_bad_requests(generated: Path):
+    unknown = run_cli("write-reviews", "--sentiment", "happy", cwd=generated)
     assert (
         unknown.returncode == 1
         and "--sentiment: 'happy' is unknown (expected one of negative, positive)" in unknown.stderr
     )
-    cold = run_cli("generate", "-s", "positive", "--temperature", "0", cwd=generated)
+    cold = run_cli("write-reviews", "-s", "positive", "--temperature", "0", cwd=generated)
     assert cold.returncode == 1 and "temperature: must be > 0 when strategy is sample" in cold.stderr
     assert "Traceback" not in unknown.stderr + cold.stderr
     # the registered pyfunc itself (what `mlflow models serve` runs), loaded once

@@ -3,14 +3,11 @@
 :class:`Encoder` is the batch function of the tokenize stage (picklable, so ``datasets.map`` can
 run it in several processes) and is what the generate stage uses to score generated reviews:
 reviews longer than ``tokenize.max_length`` are cut at the end (``head``) or in the middle
-(``head_tail``; :mod:`imdb_mlops.modeling.truncation`), never padded. :func:`tokenizer_fingerprint`
-identifies the vocabulary that made a set of ids.
+(``head_tail``; :mod:`imdb_mlops.modeling.truncation`), never padded.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 import numpy as np
@@ -20,8 +17,6 @@ from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.config import TokenizeConfig
 from imdb_mlops.modeling.pretrained import unpadded_backend
 from imdb_mlops.modeling.truncation import cut, head_tokens, special_token_layout
-
-METADATA_FILE = "tokenization.json"  # beside the tokenized datasets: which tokenizer made the ids
 
 
 class Encoder:
@@ -57,21 +52,6 @@ class Encoder:
         }
         # Returning Arrow skips the per-value type inference of a dict of Python lists.
         return pa.table({**columns, **{k: pa.array(v) for k, v in batch.items() if k != "text"}})
-
-
-def tokenizer_fingerprint(tokenizer: Any, model_name: str, cfg: TokenizeConfig) -> dict[str, Any]:
-    """What identifies the ids: the vocabulary digest, plus the settings that shaped them."""
-    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
-    digest = hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
-    return {
-        "model_name": model_name,
-        "tokenizer_class": type(tokenizer).__name__,
-        "vocab_size": len(tokenizer),
-        "vocab_digest": digest,
-        "max_length": cfg.max_length,
-        "truncation": cfg.truncation,
-        "head_share": cfg.head_share,
-    }
 
 
 def encode_texts(tokenizer: Any, config: TokenizeConfig, texts: list[str]) -> list[list[int]]:

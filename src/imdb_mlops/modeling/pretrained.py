@@ -1,4 +1,5 @@
-"""Loading pretrained tokenizers and configs from a hub id or a local folder.
+"""Loading pretrained tokenizers and configs from a hub id or a local folder, and telling
+tokenizers apart (:func:`tokenizer_fingerprint`).
 
 One call path for both: ``from_pretrained(<hub id or folder>)``, with ``trust_remote_code`` off.
 A hub id is probed first so that an unreachable hub fails within ``hub.timeout_s`` seconds.
@@ -6,13 +7,16 @@ A hub id is probed first so that an unreachable hub fails within ``hub.timeout_s
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
 from imdb_mlops.common.errors import PipelineError, first_line
 from imdb_mlops.common.hub import ensure_hub_reachable, local_path
-from imdb_mlops.config import HubConfig
+from imdb_mlops.config import HubConfig, TokenizeConfig
 
+METADATA_FILE = "tokenization.json"  # beside tokenized datasets: which tokenizer made the ids
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model")
 
 
@@ -97,3 +101,18 @@ def unpadded_backend(tokenizer: Any) -> Any:
     backend.no_padding()
     backend.no_truncation()
     return backend
+
+
+def tokenizer_fingerprint(tokenizer: Any, model_name: str, cfg: TokenizeConfig) -> dict[str, Any]:
+    """What identifies the ids: the vocabulary digest, plus the settings that shaped them."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    digest = hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+    return {
+        "model_name": model_name,
+        "tokenizer_class": type(tokenizer).__name__,
+        "vocab_size": len(tokenizer),
+        "vocab_digest": digest,
+        "max_length": cfg.max_length,
+        "truncation": cfg.truncation,
+        "head_share": cfg.head_share,
+    }

@@ -29,9 +29,9 @@ from imdb_mlops.common.files import atomic_outputs, write_json
 from imdb_mlops.common.hub import short_name
 from imdb_mlops.config import Params, TokenizeConfig
 from imdb_mlops.data.splits import SPLITS, split_path
-from imdb_mlops.modeling.encoding import METADATA_FILE, Encoder, tokenizer_fingerprint
+from imdb_mlops.modeling.encoding import Encoder
 from imdb_mlops.modeling.estimate import cpu_training_message
-from imdb_mlops.modeling.pretrained import load_config, load_tokenizer
+from imdb_mlops.modeling.pretrained import METADATA_FILE, load_config, load_tokenizer, tokenizer_fingerprint
 
 console = Console(stderr=True)
 

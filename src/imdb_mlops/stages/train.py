@@ -32,7 +32,6 @@ from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.common.files import atomic_outputs, read_json, write_json
 from imdb_mlops.config import Params
 from imdb_mlops.modeling.classifier import load_pretrained_classifier
-from imdb_mlops.modeling.encoding import METADATA_FILE, tokenizer_fingerprint
 from imdb_mlops.modeling.estimate import cpu_training_message
 from imdb_mlops.modeling.finetuning import (
     CHECKPOINT_ROOT,
@@ -50,7 +49,7 @@ from imdb_mlops.modeling.finetuning import (
     step_of,
 )
 from imdb_mlops.modeling.metrics import validation_metrics
-from imdb_mlops.modeling.pretrained import resolve_pretrained, tokenizer_from
+from imdb_mlops.modeling.pretrained import METADATA_FILE, resolve_pretrained, tokenizer_fingerprint, tokenizer_from
 from imdb_mlops.registry.tracking import (
     dvc_lock_hashes,
     git_commit,

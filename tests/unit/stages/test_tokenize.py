@@ -11,8 +11,7 @@ from datasets import Dataset, DatasetDict, load_from_disk
 from helpers import make_reviews
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.config import DataConfig, ModelConfig, Params, TokenizeConfig
-from imdb_mlops.modeling.encoding import METADATA_FILE, tokenizer_fingerprint
-from imdb_mlops.modeling.pretrained import load_tokenizer
+from imdb_mlops.modeling.pretrained import METADATA_FILE, load_tokenizer, tokenizer_fingerprint
 from imdb_mlops.stages.ingest import ingest
 from imdb_mlops.stages.tokenize import tokenize, tokenize_splits
 
