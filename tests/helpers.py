@@ -195,3 +195,16 @@ def wait_for(url: str, process: subprocess.Popen, timeout_s: float = 90) -> None
             pass
         time.sleep(0.5)
     raise AssertionError(f"{url}: no answer within {timeout_s} s")
+
+
+def start_mlflow_server(
+    port: int, backend_uri: str, cwd: Path, artifacts: Path | None = None, quiet: bool = False
+) -> subprocess.Popen:
+    """A real ``mlflow server`` on 127.0.0.1:``port`` (one worker); stop it with ``terminate()``."""
+    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+               "--backend-store-uri", backend_uri, "--workers", "1"]  # fmt: skip
+    if artifacts is not None:
+        command += ["--artifacts-destination", str(artifacts)]
+    output = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL} if quiet else {
+        "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}  # fmt: skip
+    return subprocess.Popen(command, cwd=cwd, env=cli_env(), **output)

@@ -15,7 +15,16 @@ import pytest
 import requests
 import yaml
 
-from helpers import REPO_ROOT, cli_env, free_port, run_cli, save_tiny_distilbert, wait_for, write_hub_layout
+from helpers import (
+    REPO_ROOT,
+    cli_env,
+    free_port,
+    run_cli,
+    save_tiny_distilbert,
+    start_mlflow_server,
+    wait_for,
+    write_hub_layout,
+)
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.config import Params, validate_params
 from imdb_mlops.registry.aliases import rollback
@@ -349,27 +358,7 @@ def test_registration_against_a_real_mlflow_server(world, tmp_path):
     from mlflow import MlflowClient
 
     port = free_port()
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-            "--workers",
-            "1",
-        ],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    server = start_mlflow_server(port, f"sqlite:///{tmp_path / 'server.db'}", tmp_path, tmp_path / "server-artifacts")
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{uri}/health", server)

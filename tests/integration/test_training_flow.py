@@ -17,7 +17,7 @@ import pytest
 import requests
 import yaml
 
-from helpers import REPO_ROOT, cli_env, free_port, run, wait_for
+from helpers import REPO_ROOT, cli_env, free_port, run, start_mlflow_server, wait_for
 from imdb_mlops.common.errors import ParamsError
 from imdb_mlops.orchestration.dvc_stages import needs_dvc, stage_error, stage_order, upstream
 
@@ -98,24 +98,7 @@ def test_a_stage_that_fails_once_succeeds_on_retry(flow_project, monkeypatch):
                 if any(r.name == "dvc repro register" and r.state and r.state.name == "AwaitingRetry" for r in runs):
                     break
                 time.sleep(0.5)
-        started["server"] = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "mlflow"),
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--backend-store-uri",
-                f"sqlite:///{project / 'mlflow.db'}",
-                "--workers",
-                "1",
-            ],
-            cwd=project,
-            env=cli_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        started["server"] = start_mlflow_server(port, f"sqlite:///{project / 'mlflow.db'}", project, quiet=True)
 
     helper = threading.Thread(target=bring_server_up_after_first_failure, daemon=True)
     helper.start()

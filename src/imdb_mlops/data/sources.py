@@ -24,9 +24,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.progress import track
 
-from imdb_mlops.config import DataConfig, HubConfig
 from imdb_mlops.common.errors import PipelineError, first_line
 from imdb_mlops.common.hub import ensure_hub_reachable, local_path
+from imdb_mlops.config import DataConfig, HubConfig
 
 SOURCE_SPLITS = ("train", "test")
 _ACL_MEMBER = re.compile(r"(?:^|/)(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")

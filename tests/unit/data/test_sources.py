@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from helpers import make_reviews, run_cli, write_hub_layout
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.config import DataConfig, HubConfig
 from imdb_mlops.data.sources import detect_format, read_source
-from helpers import make_reviews, run_cli, write_hub_layout
 
 
 def read(source: Path | str, **data):
