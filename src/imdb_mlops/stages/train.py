@@ -65,25 +65,30 @@ console = Console(stderr=True)
 
 @dataclass
 class TrainOutputs:
-    """Where the stage writes, under the model folder and the reports folder."""
+    """Where the stage writes: the model folder and, under the reports folder, the run file,
+    metrics, history, plot data and the training-curves figure (in that order in :meth:`paths`)."""
 
     model_dir: Path
     reports_dir: Path
 
     @property
-    def run_file(self) -> Path:
-        return self.reports_dir / "train_run.json"
+    def history(self) -> Path:
+        return self.reports_dir / "train_history.json"
 
-    def all(self) -> tuple[Path, ...]:
+    @property
+    def curves_png(self) -> Path:
+        return self.reports_dir / "figures" / "training_curves.png"
+
+    def paths(self) -> tuple[Path, ...]:
         r = self.reports_dir
         return (
             self.model_dir,
-            self.run_file,
+            r / "train_run.json",
             r / "train_metrics.json",
-            r / "train_history.json",
+            self.history,
             r / "plots" / "train_loss.json",
             r / "plots" / "validation.json",
-            r / "figures" / "training_curves.png",
+            self.curves_png,
         )
 
 
@@ -168,7 +173,7 @@ def train(
         train_log, validation_log = split_history(trainer.state.log_history)
 
         # --- write
-        with atomic_outputs(*outputs.all()) as staged:
+        with atomic_outputs(*outputs.paths()) as staged:
             tmp_model, tmp_run, tmp_metrics, tmp_history, tmp_loss, tmp_val, tmp_png = staged
             trainer.model.save_pretrained(tmp_model, safe_serialization=True)
             tokenizer.save_pretrained(tmp_model)
@@ -181,8 +186,8 @@ def train(
 
         # --- log
         mlflow.log_metrics({f"final_val_{k}": v for k, v in summary["validation"].items()})
-        mlflow.log_artifact(str(outputs.all()[-1]), "figures")
-        mlflow.log_artifact(str(outputs.all()[3]))
+        mlflow.log_artifact(str(outputs.curves_png), "figures")
+        mlflow.log_artifact(str(outputs.history))
 
     if cfg.delete_checkpoints:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
