@@ -9,6 +9,9 @@ non-zero; they never print a traceback.
 
 from imdb_mlops.cli import experiments, models, registry, stages  # noqa: F401 - they add their commands
 from imdb_mlops.cli.app import app
+from imdb_mlops.common.processes import die_with_parent
+
+die_with_parent()  # worker processes a command forks (datasets.map) die with it, even on kill -9
 
 __all__ = ["app", "main"]
 

@@ -1,8 +1,17 @@
-"""Stage outputs that appear whole or not at all.
+"""Stage outputs that appear whole or not at all, and never over something the stage did not make.
 
-A stage writes every output into a temporary sibling (same file system) and the outputs are
-moved into place only after all of them were written; on any error the temporaries are removed
-and the previous outputs (if any) are left untouched.
+A stage writes every output into a temporary sibling (same file system); only after all of them
+were written are they moved into place, each by an atomic swap: the old output is renamed to a
+backup, the new one renamed into place, the backup deleted. A kill at any point leaves each output
+either old or new: the next run puts back a backup whose output is missing and deletes the other
+leftovers (backups and temporaries of processes that are gone). On an error the temporaries are
+removed and the previous outputs are left untouched.
+
+An existing path is replaced only when it is a previous output of the same kind: a file where a
+file is written; a folder with this owner's marker (``.imdb-mlops-output``, written into every
+output folder), an empty folder, or a folder whose entries are all entries of the new output (an
+output of an earlier version, or pulled by DVC, which ignores the marker: ``.dvcignore``).
+Anything else (``--out reports``, ``--report reports``, ``--out data``) is refused with one line.
 """
 
 from __future__ import annotations
@@ -18,6 +27,8 @@ from typing import Any
 
 from imdb_mlops.common.errors import PipelineError
 
+MARKER = ".imdb-mlops-output"  # in every output folder: {"owner": <command>, "output": <name>}
+
 
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
@@ -26,27 +37,102 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _leftovers(target: Path) -> list[tuple[Path, int, bool]]:
+    """Temporaries and backups of ``target`` left by a process: (path, pid, is a backup)."""
+    found = []
+    for path in target.parent.glob(f".{target.name}.*"):
+        parts = path.name[len(target.name) + 2 :].split(".")
+        if len(parts) >= 2 and parts[0].isdigit() and parts[-1] in ("tmp", "old"):
+            found.append((path, int(parts[0]), parts[-1] == "old"))
+    return found
+
+
+def recover(target: Path) -> None:
+    """Finish what a killed run left around ``target``: put back the backup of a missing output,
+    delete other backups and temporaries of processes that are gone."""
+    for path, pid, backup in sorted(_leftovers(target), key=lambda item: not item[2]):
+        if pid == os.getpid() or _alive(pid):
+            continue
+        if backup and not target.exists() and not target.is_symlink():
+            os.replace(path, target)  # killed between the two renames: the old output comes back
+        else:
+            _remove(path)
+
+
+def _owned_by(path: Path, owner: str) -> bool:
+    try:
+        marker = json.loads((path / MARKER).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return marker.get("owner") == owner and marker.get("output") == path.name
+
+
+def check_replaceable(target: Path, new: Path, owner: str) -> None:
+    """A one-line PipelineError unless ``target`` may be replaced by ``new`` (see the module doc)."""
+    if not target.exists() and not target.is_symlink():
+        return
+    what = f"{target}: exists and is not an output of `imdb-mlops {owner}`"
+    if target.is_symlink() or not (target.is_dir() or target.is_file()):
+        raise PipelineError(f"{what} (not a plain file or folder); choose another path or remove it")
+    if new.is_dir() != target.is_dir():
+        kinds = ("a folder", "a file") if target.is_dir() else ("a file", "a folder")
+        raise PipelineError(f"{what} ({kinds[0]} where {kinds[1]} is written); choose another path")
+    if target.is_file() or _owned_by(target, owner):
+        return
+    extra = sorted({p.name for p in target.iterdir()} - {p.name for p in new.iterdir()} - {MARKER})
+    if extra:
+        shown = ", ".join(extra[:4]) + (f" and {len(extra) - 4} more" if len(extra) > 4 else "")
+        raise PipelineError(f"{what} (it holds {shown}); choose another path or remove it yourself")
+
+
+def _swap(tmp: Path, target: Path) -> None:
+    """Old -> backup, new -> target, delete backup: each step one rename."""
+    backup = target.parent / f".{target.name}.{os.getpid()}.old"
+    had_old = target.exists() or target.is_symlink()
+    if had_old:
+        os.replace(target, backup)
+    os.replace(tmp, target)
+    if had_old:
+        _remove(backup)
+
+
 @contextlib.contextmanager
-def atomic_outputs(*targets: Path) -> Iterator[list[Path]]:
+def atomic_outputs(*targets: Path, owner: str) -> Iterator[list[Path]]:
     """Yield one temporary path per target; move them all into place on success.
 
     The temporary paths do not exist yet: create a file or a folder there as the stage needs.
+    ``owner`` is the command that writes them (``ingest``, ``score``, ...): output folders carry it
+    in their marker, and a folder with another owner's marker is not replaced.
     """
     staged: list[Path] = []
     holders: list[Path] = []
     try:
         for target in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
-            holder = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+            recover(target)
+            holder = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
             holders.append(holder)
             staged.append(holder / target.name)
         yield staged
         for tmp, target in zip(staged, targets, strict=True):
             if not tmp.exists():
                 raise FileNotFoundError(f"stage did not write {target}")
+            if tmp.is_dir():
+                write_json(tmp / MARKER, {"owner": owner, "output": target.name})
         for tmp, target in zip(staged, targets, strict=True):
-            _remove(target)
-            os.replace(tmp, target)
+            check_replaceable(target, tmp, owner)  # every target checked before any is replaced
+        for tmp, target in zip(staged, targets, strict=True):
+            _swap(tmp, target)
     finally:
         for holder in holders:
             shutil.rmtree(holder, ignore_errors=True)

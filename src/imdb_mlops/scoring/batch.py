@@ -120,7 +120,7 @@ def score(
         "drift": drift_report(reference, scored, tokenizer, cfg),
     }
     report["warnings"] = [f"{name}: {d['warning']}" for name, d in report["drift"].items() if d.get("warning")]
-    with atomic_outputs(out_dir) as (tmp,):
+    with atomic_outputs(out_dir, owner="score") as (tmp,):
         tmp.mkdir()
         scored.to_parquet(tmp / "predictions.parquet", index=False)
         write_json(tmp / "drift.json", report)

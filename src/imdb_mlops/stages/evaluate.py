@@ -63,7 +63,7 @@ def evaluate(params: Params, model_dir: Path, tokenized_dir: Path, raw_dir: Path
         "calibration": reports_dir / "plots" / "calibration.json",
         "figures": reports_dir / "figures" / "evaluation",
     }
-    with atomic_outputs(*paths.values()) as staged:
+    with atomic_outputs(*paths.values(), owner="evaluate") as staged:
         tmp = dict(zip(paths, staged, strict=True))
         write_json(tmp["metrics"], metrics)
         for name in ("confusion", "roc", "pr", "calibration"):

@@ -84,7 +84,7 @@ def export(
             reasons = "; ".join(f"{n}: {', '.join(v['failed'])}" for n, v in report["variants"].items())
             raise PipelineError(f"export: no ONNX variant passed the parity gate ({reasons})")
         report["shipped"] = shipped
-        with atomic_outputs(out_dir, report_path) as (tmp_out, tmp_report):
+        with atomic_outputs(out_dir, report_path, owner="export") as (tmp_out, tmp_report):
             tmp_out.mkdir()
             for name in shipped:
                 shutil.copy2(candidates[name], tmp_out / f"model.{name}.onnx")

@@ -128,7 +128,11 @@ def generate(
         mlflow.log_table(pd.DataFrame(samples), artifact_file="generated_samples.json")
 
         # --- write (and register the written model)
-        with atomic_outputs(out_dir, report_path, samples_path) as (tmp_model, tmp_report, tmp_samples):
+        with atomic_outputs(out_dir, report_path, samples_path, owner="build-generator") as (
+            tmp_model,
+            tmp_report,
+            tmp_samples,
+        ):
             model.to("cpu")
             model.save_pretrained(tmp_model, safe_serialization=True)
             tokenizer.save_pretrained(tmp_model)

@@ -50,7 +50,7 @@ def ingest(params: Params, out_dir: Path, report_path: Path) -> dict[str, Any]:
     fmt, frames = read_source(params.data, params.hub)
     result = prepare_splits(frames, params.data, params.seed)
     result.report["source"] = {"uri": params.data.source, "format": fmt, "digest": _digest(frames)}
-    with atomic_outputs(out_dir, report_path) as (tmp_dir, tmp_report):
+    with atomic_outputs(out_dir, report_path, owner="ingest") as (tmp_dir, tmp_report):
         tmp_dir.mkdir()
         for split, frame in result.splits.items():
             frame.to_parquet(tmp_dir / f"{split}.parquet", index=False)

@@ -108,7 +108,7 @@ def register(
         "serving": {"cpu_variant": settings["cpu_variant"], "gpu_variant": settings["gpu_variant"]},
         "gate": decision,
     }
-    with atomic_outputs(report_path) as (tmp_report,):
+    with atomic_outputs(report_path, owner="register") as (tmp_report,):
         write_json(tmp_report, report)
     print_decision(report)
     return report

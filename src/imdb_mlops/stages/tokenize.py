@@ -46,7 +46,7 @@ def tokenize(params: Params, raw_dir: Path, out_dir: Path, report_path: Path) ->
     splits = read_raw_splits(raw_dir)
     encoded = tokenize_splits(splits, tokenizer, cfg)
     report = _report(encoded, cfg, params.model.name)
-    with atomic_outputs(out_dir, report_path) as (tmp_dir, tmp_report):
+    with atomic_outputs(out_dir, report_path, owner="tokenize") as (tmp_dir, tmp_report):
         encoded.save_to_disk(str(tmp_dir))
         write_json(tmp_dir / METADATA_FILE, tokenizer_fingerprint(tokenizer, params.model.name, cfg))
         write_json(tmp_report, report)

@@ -173,7 +173,7 @@ def train(
         train_log, validation_log = split_history(trainer.state.log_history)
 
         # --- write
-        with atomic_outputs(*outputs.paths()) as staged:
+        with atomic_outputs(*outputs.paths(), owner="train") as staged:
             tmp_model, tmp_run, tmp_metrics, tmp_history, tmp_loss, tmp_val, tmp_png = staged
             trainer.model.save_pretrained(tmp_model, safe_serialization=True)
             tokenizer.save_pretrained(tmp_model)

@@ -56,6 +56,36 @@ def test_csv_with_labels_outside_binary(tmp_path):
     assert_one_line_error(run_cli("ingest", cwd=tmp_path), 1, "reviews.csv row 7: label 3 is not 0 or 1", tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (
+            ["--report", "reports"],
+            "reports: exists and is not an output of `imdb-mlops ingest` (a folder where a file is written)",
+        ),
+        (
+            ["--out", "data"],
+            "data: exists and is not an output of `imdb-mlops ingest` (it holds .gitignore, raw, tokenized)",
+        ),
+    ],
+)
+def test_output_options_never_replace_what_the_stage_did_not_make(tmp_path, args, text):
+    make_reviews(60).to_csv(tmp_path / "reviews.csv", index=False)
+    params_file(tmp_path, data={"source": "reviews.csv"})
+    for folder, files in {"reports": ["metrics.json", "train_run.json"], "data/raw": ["train.parquet"],
+                          "data/tokenized": ["dataset_dict.json"]}.items():  # fmt: skip
+        (tmp_path / folder).mkdir(parents=True)
+        for name in files:
+            (tmp_path / folder / name).write_text("mine")
+    (tmp_path / "data" / ".gitignore").write_text("/raw\n")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    proc = run_cli("ingest", *args, cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == f"error: {text}; choose another path" + (
+        "" if "--report" in args else " or remove it yourself"
+    ), proc.stderr
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing touched, no leftovers
+
+
 def test_ingest_then_tokenize_from_the_cli(tmp_path, minilm_path):
     make_reviews(60).to_csv(tmp_path / "reviews.csv", index=False)
     params_file(tmp_path, data={"source": "reviews.csv"}, model={"name": str(minilm_path)}, tokenize={"max_length": 32})

@@ -1,22 +1,54 @@
+"""Atomic stage outputs: all or nothing, old or new after a kill, and never over a foreign path."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
 
-from imdb_mlops.common.files import atomic_outputs
+from imdb_mlops.common.errors import PipelineError
+from imdb_mlops.common.files import MARKER, atomic_outputs, recover
 
 
-def test_outputs_appear_together(tmp_path):
-    with atomic_outputs(tmp_path / "out", tmp_path / "report.json") as (folder, report):
+def write_outputs(root, text, owner="ingest"):
+    with atomic_outputs(root / "out", root / "report.json", owner=owner) as (folder, report):
+        folder.mkdir()
+        (folder / "a.txt").write_text(text)
+        (folder / "b.txt").write_text(text)
+        report.write_text(json.dumps({"text": text}))
+
+
+def state(root):
+    """('old' | 'new' | 'missing' | 'partial') of the folder and the report."""
+    folder = root / "out"
+    if not folder.exists():
+        folder_state = "missing"
+    else:
+        texts = {p.read_text() for p in folder.glob("*.txt")}
+        names = sorted(p.name for p in folder.iterdir())
+        folder_state = texts.pop() if len(texts) == 1 and names == [MARKER, "a.txt", "b.txt"] else "partial"
+    report = root / "report.json"
+    report_state = json.loads(report.read_text())["text"] if report.exists() else "missing"
+    return folder_state, report_state
+
+
+def test_outputs_appear_together_with_the_owner_marker(tmp_path):
+    with atomic_outputs(tmp_path / "out", tmp_path / "report.json", owner="ingest") as (folder, report):
         folder.mkdir()
         (folder / "a.txt").write_text("a")
         report.write_text("{}")
         assert not (tmp_path / "out").exists()
     assert (tmp_path / "out" / "a.txt").read_text() == "a" and (tmp_path / "report.json").exists()
+    assert json.loads((tmp_path / "out" / MARKER).read_text()) == {"owner": "ingest", "output": "out"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "report.json"]
 
 
 def test_failure_keeps_previous_outputs_and_leaves_no_temporaries(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "old.txt").write_text("old")
-    with pytest.raises(RuntimeError), atomic_outputs(tmp_path / "out") as (folder,):
+    with pytest.raises(RuntimeError), atomic_outputs(tmp_path / "out", owner="ingest") as (folder,):
         folder.mkdir()
         (folder / "new.txt").write_text("half")
         raise RuntimeError("boom")
@@ -27,7 +59,91 @@ def test_failure_keeps_previous_outputs_and_leaves_no_temporaries(tmp_path):
 def test_an_output_the_stage_forgot_is_an_error(tmp_path):
     with (
         pytest.raises(FileNotFoundError, match="report.json"),
-        atomic_outputs(tmp_path / "a", tmp_path / "report.json") as (a, _),
+        atomic_outputs(tmp_path / "a", tmp_path / "report.json", owner="ingest") as (a, _),
     ):
         a.write_text("x")
     assert not (tmp_path / "a").exists()
+
+
+def test_a_previous_output_of_the_same_kind_is_replaced(tmp_path):
+    write_outputs(tmp_path, "old")
+    write_outputs(tmp_path, "new")
+    assert state(tmp_path) == ("new", "new")
+    # an unmarked folder (an earlier version's output, or one DVC pulled) whose entries the new one has
+    (tmp_path / "out" / MARKER).unlink()
+    write_outputs(tmp_path, "newer")
+    assert state(tmp_path) == ("newer", "newer")
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        # score --out reports: a folder of other files
+        (lambda p: [(p / "out").mkdir(), (p / "out" / "metrics.json").write_text("{}")], "it holds metrics.json"),
+        # ingest --report reports: a folder where a file is written
+        (lambda p: (p / "report.json").mkdir(), "a folder where a file is written"),
+        # --out pointing at a file
+        (lambda p: (p / "out").write_text("mine"), "a file where a folder is written"),
+        # another command's output folder
+        (lambda p: write_outputs(p, "theirs", owner="train"), "it holds"),
+    ],
+)
+def test_anything_else_is_refused_and_left_as_it_was(tmp_path, make, message):
+    make(tmp_path)
+    before = sorted((p.relative_to(tmp_path), p.is_dir()) for p in tmp_path.rglob("*"))
+    if (tmp_path / "out").is_dir() and (tmp_path / "out" / MARKER).exists():
+        (tmp_path / "out" / "extra.txt").write_text("x")  # another owner's folder: marker alone does not do
+        before = sorted((p.relative_to(tmp_path), p.is_dir()) for p in tmp_path.rglob("*"))
+    with pytest.raises(PipelineError, match=f"exists and is not an output of `imdb-mlops ingest` .*{message}"):
+        write_outputs(tmp_path, "new")
+    assert sorted((p.relative_to(tmp_path), p.is_dir()) for p in tmp_path.rglob("*")) == before
+
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    import imdb_mlops.common.files as files
+    sys.path.insert(0, {tests!r})
+    from unit.common.test_files import write_outputs
+
+    calls = 0
+    real = os.replace
+    def replace(src, dst):
+        global calls
+        calls += 1
+        if calls == {kill_at}:
+            os.kill(os.getpid(), signal.SIGKILL)  # stopped dead before this rename
+        real(src, dst)
+    files.os.replace = replace
+    write_outputs(Path({root!r}), "new")
+    """
+)
+
+
+@pytest.mark.parametrize("kill_at", [1, 2, 3, 4])  # before each of the four renames of a two-output swap
+def test_a_kill_inside_the_replace_leaves_old_or_new_and_the_next_run_recovers(tmp_path, kill_at):
+    root = tmp_path / "project"
+    root.mkdir()
+    write_outputs(root, "old")
+    tests = str(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    script = KILLER.format(tests=tests, kill_at=kill_at, root=str(root))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    for target in (root / "out", root / "report.json"):
+        recover(target)  # what the next run does first
+    folder, report = state(root)
+    assert folder in ("old", "new") and report in ("old", "new"), (folder, report)
+    assert sorted(p.name for p in root.iterdir()) == ["out", "report.json"]  # no backups or temporaries left
+    write_outputs(root, "again")
+    assert state(root) == ("again", "again")
+
+
+def test_leftovers_of_a_live_process_are_not_touched(tmp_path):
+    (tmp_path / "out").mkdir()
+    mine = tmp_path / f".out.{os.getpid()}.abc.tmp"
+    mine.mkdir()
+    gone = tmp_path / ".out.999999999.def.tmp"  # no such process
+    gone.mkdir()
+    recover(tmp_path / "out")
+    assert mine.exists() and not gone.exists()

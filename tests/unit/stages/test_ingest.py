@@ -163,3 +163,50 @@ def test_real_imdb_all_50000_labelled_reviews(tmp_path, shared_imdb):
     assert report["splits"]["validation"]["rows"] == pytest.approx(0.1 * 25000, rel=0.05)
     train = pd.read_parquet(tmp_path / "raw" / "train.parquet")
     assert train["rating"].between(1, 10).all() and not train["text"].str.contains("<br />").any()
+
+
+KILL_AT_RENAME = """
+import os, runpy, signal, sys
+import imdb_mlops.common.files as files
+calls, real = 0, os.replace
+def replace(src, dst):
+    global calls
+    calls += 1
+    if calls == int(os.environ["KILL_AT"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(src, dst)
+files.os.replace = replace
+sys.argv = ["imdb-mlops", "ingest"]
+runpy.run_module("imdb_mlops", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("kill_at", [1, 2, 3, 4])
+def test_ingest_killed_at_each_rename_keeps_old_or_new_outputs_and_the_rerun_completes(tmp_path, kill_at):
+    import subprocess
+    import sys
+
+    from helpers import cli_env, run_cli
+
+    make_reviews(80, seed=1).to_csv(tmp_path / "reviews.csv", index=False)
+    (tmp_path / "params.yaml").write_text("data:\n  source: reviews.csv\n")
+    assert run_cli("ingest", cwd=tmp_path).returncode == 0
+    old = {p.name: p.read_bytes() for p in (tmp_path / "data" / "raw").iterdir()}
+    old_report = (tmp_path / "reports" / "data.json").read_bytes()
+    make_reviews(120, seed=2).to_csv(tmp_path / "reviews.csv", index=False)  # the new run writes other splits
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_AT_RENAME], cwd=tmp_path, env=cli_env(KILL_AT=str(kill_at)), capture_output=True
+    )
+    assert killed.returncode == -9
+    raw = tmp_path / "data" / "raw"
+    if raw.exists():  # old or new, never a mix (a missing folder is put back by the next run)
+        now = {p.name: p.read_bytes() for p in raw.iterdir() if p.suffix == ".parquet"}
+        assert sorted(now) == sorted(p for p in old if p.endswith(".parquet"))
+        assert all(now[n] == old[n] for n in now) or all(now[n] != old[n] for n in now)
+    rerun = run_cli("ingest", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads((tmp_path / "reports" / "data.json").read_text())["rows_read"] == {"all": 120}
+    assert json.loads(old_report)["rows_read"] == {"all": 80}
+    leftovers = [p.name for p in (tmp_path / "data").iterdir() if p.name.startswith(".")]
+    leftovers += [p.name for p in (tmp_path / "reports").iterdir() if p.name.startswith(".")]
+    assert leftovers == []

@@ -138,3 +138,42 @@ def test_missing_raw_split_and_too_long_max_length(tmp_path, minilm_path):
     with pytest.raises(PipelineError, match="tokenize.max_length: 1024 exceeds the model's limit of 512"):
         tokenize(too_long, tmp_path / "raw", tmp_path / "tok", tmp_path / "r.json")
     assert not Path(tmp_path / "tok").exists()
+
+
+def test_a_killed_tokenize_leaves_no_worker_processes(tmp_path, minilm_path):
+    """kill -9 of the command while datasets.map runs two worker processes: the workers die too."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "raw").mkdir()
+    make_reviews(30_000, seed=3).to_parquet(tmp_path / "raw" / "train.parquet")
+    for split in ("validation", "test"):
+        make_reviews(20, seed=4).to_parquet(tmp_path / "raw" / f"{split}.parquet")
+    (tmp_path / "params.yaml").write_text(
+        f"model:\n  name: {minilm_path}\ntokenize:\n  num_proc: 2\n  batch_size: 50\n  max_length: 64\n"
+    )
+    command = [sys.executable, "-m", "imdb_mlops", "tokenize", "--raw", "raw", "--out", "tok", "--report", "r.json"]
+    stage = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def children(pid: int) -> list[int]:
+        found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        return [int(p) for p in found]
+
+    deadline = time.monotonic() + 120
+    workers: list[int] = []
+    while time.monotonic() < deadline and stage.poll() is None and len(workers) < 2:
+        workers = children(stage.pid)
+        time.sleep(0.05)
+    assert len(workers) >= 2, "the workers never started (the stage finished or failed first)"
+    stage.send_signal(signal.SIGKILL)
+    stage.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+        time.sleep(0.1)
+    alive = [
+        w for w in workers if Path(f"/proc/{w}").exists() and "Z" not in Path(f"/proc/{w}/stat").read_text().split()[2]
+    ]
+    assert not alive, f"worker processes {alive} outlived the killed stage"
+    assert not (tmp_path / "tok").exists()  # nothing half-written
