@@ -191,6 +191,9 @@ def predict(
         items += [line for line in content.splitlines() if line.strip()]
     if not items:
         raise PipelineError("predict: no texts (give them as arguments or with --file)")
+    empty = [number for number, text in enumerate(items, start=1) if not text.strip()]
+    if empty:
+        raise PipelineError(f"predict: text {empty[0]} is empty; a review needs words to be classified")
     loaded = load_params(params)
     connect(loaded)
     uri = resolve_model_uri(model, loaded.registry.model_name)

@@ -9,6 +9,7 @@ own round-trip YAML writer (comments and order kept), as ``dvc exp run --set-par
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -101,4 +102,9 @@ def as_yaml_scalar(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    return str(value)
+    text = str(value)
+    try:
+        reads_back = yaml.safe_load(text) == text
+    except yaml.YAMLError:
+        reads_back = False
+    return text if reads_back else json.dumps(text)  # "123", "true", "a: b" stay strings (JSON is YAML)

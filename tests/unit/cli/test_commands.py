@@ -119,6 +119,34 @@ def test_exp_run_builds_a_validated_dvc_command(tmp_path, minilm_path):
     assert "-S generation.finetune.max_steps=300" in command and "max_steps=1500" not in command
 
 
+def test_predict_refuses_an_empty_review_before_loading_anything(tmp_path):
+    proc = run_cli("predict", "a fine film", "  ", cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.strip() == (
+        "error: predict: text 2 is empty; a review needs words to be classified"
+    ), proc.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_exp_run_keeps_a_quoted_number_a_string(tmp_path):
+    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
+    proc = run_cli(
+        "exp-run", "--dry", "-S", 'data.text_column="123"', "-S", "data.label_column=sentiment", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "-S 'data.text_column=\"123\"'" in proc.stdout and "-S data.label_column=sentiment" in proc.stdout
+    from imdb_mlops.config.overrides import as_yaml_scalar
+
+    assert [as_yaml_scalar(v) for v in ("123", "true", "null", "a: b", "text", 5, None)] == [
+        '"123"',
+        '"true"',
+        '"null"',
+        '"a: b"',
+        "text",
+        "5",
+        "null",
+    ]
+
+
 @pytest.mark.parametrize(
     ("args", "text"),
     [
