@@ -22,6 +22,14 @@ from helpers import (
 
 
 @pytest.fixture(autouse=True)
+def _hub_online_unless_a_test_says(monkeypatch):
+    """Each test starts without the offline switches a machine may have set (HF_HUB_OFFLINE=1 is
+    usual where there is no internet); a test that needs them sets them itself."""
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
 def _no_leaked_tracking_uri():
     """mlflow.set_tracking_uri() / set_registry_uri() also set os.environ, which stage
     subprocesses inherit: each test ends with the values it started with."""

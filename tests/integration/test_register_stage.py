@@ -292,6 +292,31 @@ def test_explain_reads_the_pytorch_checkpoint_beside_a_registered_version(world,
     assert missing.returncode == 1 and "imdb-sentiment has no version or alias '9'" in missing.stderr
 
 
+def test_a_registration_cut_short_before_its_gate_is_finished_by_the_rerun(world, client):
+    """As if register was killed right after the version was created: the rerun gates and tags it
+    instead of answering 'already registered'."""
+    from imdb_mlops.registry.publish import ensure_registered_model
+    from imdb_mlops.serving.settings import classifier_settings
+    from imdb_mlops.stages.register import log_version
+
+    tree = world["weak"].model_dump()
+    tree["registry"]["model_name"] = "imdb-sentiment-interrupted"
+    params = validate_params(tree)
+    root, paths = world["root"], world["candidates"]["weak"]
+    run_id = json.loads((paths["reports"] / "train_run.json").read_text())["run_id"]
+    onnx_report = json.loads((paths["reports"] / "onnx.json").read_text())
+    metrics = json.loads((paths["reports"] / "metrics.json").read_text())
+    ensure_registered_model(client, "imdb-sentiment-interrupted", "test")
+    settings = classifier_settings(params, paths["onnx"], onnx_report)
+    log_version(params, client, run_id, (paths["onnx"], paths["model"]), settings, (metrics, onnx_report), root)
+    assert "gate.action" not in client.get_model_version("imdb-sentiment-interrupted", "1").tags
+    report = register_candidate(root, params, paths, "register-interrupted.json")
+    assert report["version"] == 1 and report["gate"]["action"] == "promoted"
+    finished = client.get_model_version("imdb-sentiment-interrupted", "1")
+    assert finished.tags["gate.action"] == "promoted" and sorted(finished.aliases) == ["challenger", "champion"]
+    assert len(client.search_model_versions("name='imdb-sentiment-interrupted'")) == 1
+
+
 def test_manual_mode_leaves_promotion_to_people(world, client):
     tree = world["strong"].model_dump()
     tree["registry"].update({"model_name": "imdb-sentiment-manual", "promotion": "manual"})

@@ -107,7 +107,7 @@ def test_a_stage_that_fails_once_succeeds_on_retry(flow_project, monkeypatch):
             overrides={
                 "registry.min_improvement": 0.003,
                 "orchestration.retries": 3,
-                "orchestration.retry_delay_s": 15,
+                "orchestration.retry_delay_s": 30,  # time for the server to come up on a busy machine
             },
             project_dir=str(project),
         )

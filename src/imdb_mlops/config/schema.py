@@ -39,6 +39,8 @@ class DataConfig(_Section):
     format: Literal["auto", "hub", "parquet_dir", "aclimdb", "table"] = "auto"
     text_column: str = Field("text", min_length=1)
     label_column: str = Field("label", min_length=1)
+    # Text encoding of CSV/TSV sources (e.g. latin-1); rows it cannot decode are dropped and counted.
+    encoding: str = Field("utf-8", min_length=1)
     # Raw label value (as written in the file) -> 0 (negative) or 1 (positive).
     label_map: dict[str, int] | None = None
     # Share held out as test when the source has a single table (CSV/parquet file).
@@ -48,6 +50,24 @@ class DataConfig(_Section):
     clean_html: bool = True
     drop_duplicates: bool = True
     drop_leakage: bool = True
+
+    @field_validator("label_column")
+    @classmethod
+    def _other_than_text(cls, value: str, info: Any) -> str:
+        if value == info.data.get("text_column"):
+            raise ValueError(f"must differ from data.text_column (both are {value!r})")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_codec(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {value!r} (e.g. utf-8, latin-1, cp1252)") from None
+        return value
 
     @field_validator("label_map", mode="before")
     @classmethod

@@ -20,7 +20,10 @@ def stratified_sample(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataF
         return frame
     labels = frame["label"] if "label" in frame.columns else None
     stratify = labels if labels is not None and labels.value_counts().min() >= 2 else None
-    sample, _ = train_test_split(frame, train_size=n, stratify=stratify, random_state=seed)
+    try:
+        sample, _ = train_test_split(frame, train_size=n, stratify=stratify, random_state=seed)
+    except ValueError:  # too few rows left out to hold every label (n close to len(frame)): plain sample
+        sample, _ = train_test_split(frame, train_size=n, random_state=seed)
     return sample
 
 

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from rich.progress import track
 
 from imdb_mlops.common.errors import PipelineError, first_line
-from imdb_mlops.common.hub import ensure_hub_reachable, local_path
+from imdb_mlops.common.hub import OFFLINE_HINT, ensure_hub_reachable, local_path
 from imdb_mlops.config import DataConfig, HubConfig
 
 SOURCE_SPLITS = ("train", "test")
@@ -68,6 +68,9 @@ def read_source(data: DataConfig, hub: HubConfig) -> tuple[str, dict[str, pd.Dat
     if fmt == "hub":
         return fmt, read_hub(data, hub)
     assert path is not None
+    if fmt in ("table", "parquet_dir") and (path.is_dir() != (fmt == "parquet_dir")):
+        want = "a folder of parquet files" if fmt == "parquet_dir" else "a .csv, .tsv or .parquet file"
+        raise PipelineError(f"data.format: '{fmt}' needs {want}, but data.source '{data.source}' is not one")
     if fmt == "parquet_dir":
         return fmt, read_parquet_dir(path, data)
     if fmt == "aclimdb":
@@ -87,7 +90,9 @@ def read_hub(data: DataConfig, hub: HubConfig) -> dict[str, pd.DataFrame]:
     except datasets.exceptions.DatasetNotFoundError:
         raise PipelineError(f"data.source: dataset '{data.source}' not found on the Hugging Face hub") from None
     except (ConnectionError, OSError) as exc:
-        raise PipelineError(f"data.source: could not download '{data.source}': {first_line(exc, 300)}") from None
+        raise PipelineError(
+            f"data.source: could not download '{data.source}': {first_line(exc, 300)}; {OFFLINE_HINT}"
+        ) from None
     frames = {
         split: _select(loaded[split].to_pandas(), data, f"{data.source}[{split}]")
         for split in SOURCE_SPLITS
@@ -143,7 +148,7 @@ def read_table(path: Path, data: DataConfig) -> pd.DataFrame:
         frame = pd.read_csv(
             path,
             sep="\t" if suffix == ".tsv" else ",",
-            encoding="utf-8",
+            encoding=data.encoding,
             encoding_errors="surrogateescape",
             keep_default_na=False,
             dtype={data.text_column: object},  # str dtype cannot hold the escapes
@@ -202,6 +207,10 @@ def read_aclimdb(path: Path) -> dict[str, pd.DataFrame]:
         if root is None:
             raise PipelineError(f"{path}: not an aclImdb folder (no train/pos or test/pos inside)")
         files = sorted(p for p in root.glob("*/*/*.txt") if _ACL_MEMBER.search(p.relative_to(root).as_posix()))
+        odd = [p for p in files if not p.is_file()]
+        if odd:
+            kind = "a dangling link" if odd[0].is_symlink() and not odd[0].exists() else "not a file"
+            raise PipelineError(f"{odd[0]}: {kind}; an aclImdb tree holds one review per .txt file")
         rows = (
             (f.relative_to(root).as_posix(), f.read_bytes())
             for f in track(files, description="Reading aclImdb reviews", transient=True)

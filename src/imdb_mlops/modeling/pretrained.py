@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from imdb_mlops.common.errors import PipelineError, first_line
-from imdb_mlops.common.hub import ensure_hub_reachable, local_path
+from imdb_mlops.common.hub import GENERATOR_OFFLINE_HINT, OFFLINE_HINT, ensure_hub_reachable, local_path
 from imdb_mlops.config import HubConfig, TokenizeConfig
 
 METADATA_FILE = "tokenization.json"  # beside tokenized datasets: which tokenizer made the ids
@@ -54,7 +54,8 @@ def tokenizer_from(source: str, name: str, key: str = "model.name") -> Any:
                 f"{key}: '{name}' has no usable tokenizer (tokenizer.json or vocab.txt with "
                 f"tokenizer_config.json expected): {first_line(exc)}"
             ) from None
-        raise PipelineError(f"{key}: could not load tokenizer '{name}': {first_line(exc)}") from None
+        hint = GENERATOR_OFFLINE_HINT if key == "generation.model" else OFFLINE_HINT
+        raise PipelineError(f"{key}: could not load tokenizer '{name}': {first_line(exc)}; {hint}") from None
     if not getattr(tokenizer, "is_fast", False):
         raise PipelineError(f"{key}: '{name}' has only a slow (Python) tokenizer; a fast tokenizer is required")
     return tokenizer

@@ -30,6 +30,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 DEFAULT_STORE = "mlflow.db"
+# URI schemes MLflow has tracking stores for (postgresql+psycopg and the like keep the part before "+")
+TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file", "databricks")
 ARTIFACT_ROOT = "mlartifacts"
 
 
@@ -38,7 +40,14 @@ def tracking_uri(project_dir: Path = Path(".")) -> str:
 
 
 def ensure_tracking_reachable(uri: str, timeout_s: float) -> None:
-    """Raise PipelineError within ``timeout_s`` when an HTTP tracking server does not answer."""
+    """Raise PipelineError within ``timeout_s`` when an HTTP tracking server does not answer, and at
+    once for a URI whose scheme MLflow has no store for (a typo such as ``htpp://``)."""
+    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
+    if scheme and scheme not in TRACKING_SCHEMES:
+        raise PipelineError(
+            f"MLFLOW_TRACKING_URI: '{uri}' has an unknown scheme '{scheme}' (expected one of "
+            f"{', '.join(TRACKING_SCHEMES)}); e.g. http://127.0.0.1:5000 or sqlite:///mlflow.db"
+        )
     if not uri.startswith(("http://", "https://")):
         return
     try:

@@ -14,12 +14,18 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 
 
 def connect(params: Params, project_dir: Path = Path(".")) -> Any:
-    """An MlflowClient on the project's tracking store (server checked first)."""
+    """An MlflowClient on the project's tracking store (server checked first). The commands that
+    only read the registry call this: a missing SQLite store is an error, not a new empty file."""
     import mlflow
     from mlflow import MlflowClient
 
     uri = tracking_uri(project_dir)
     ensure_tracking_reachable(uri, params.tracking.timeout_s)
+    store = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    if store is not None and not store.exists():
+        raise PipelineError(
+            f"{uri}: no tracking store there yet; run the pipeline first (dvc repro) or set MLFLOW_TRACKING_URI"
+        )
     mlflow.set_tracking_uri(uri)  # the registry follows the tracking URI
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 

@@ -37,7 +37,10 @@ def read_new_reviews(path: Path, text_column: str) -> pd.DataFrame:
     """``source`` and ``text`` of every review under ``path``; clear errors for unusable input."""
     if not path.exists():
         raise PipelineError(f"{path}: no such file or folder")
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix.lower() in FORMATS)
+    # files only: a Spark/Dask dataset folder (preds.parquet/part-*.parquet) is read through its parts
+    files = (
+        [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix.lower() in FORMATS and p.is_file())
+    )
     if path.is_file() and path.suffix.lower() not in FORMATS:
         raise PipelineError(f"{path}: unsupported format (expected {', '.join(FORMATS)})")
     if not files:
@@ -71,8 +74,8 @@ def read_new_reviews(path: Path, text_column: str) -> pd.DataFrame:
         if bad:
             raise PipelineError(f"{file}: row {bad[0] + 1}: '{text_column}' is not text ({texts.iloc[bad[0]]!r})")
         frames.append(pd.DataFrame({"source": str(file), "text": texts.astype(str).tolist()}))
-    reviews = pd.concat(frames, ignore_index=True)
-    reviews = reviews[reviews["text"].str.strip() != ""].reset_index(drop=True)
+    reviews = pd.concat(frames, ignore_index=True).astype({"text": "object"})  # an empty file: no float column
+    reviews = reviews[reviews["text"].map(lambda text: bool(str(text).strip()))].reset_index(drop=True)
     if reviews.empty:
         raise PipelineError(f"{path}: no reviews found (every text is empty)")
     return reviews

@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 from sklearn.model_selection import train_test_split
 
-from imdb_mlops.common.errors import PipelineError
+from imdb_mlops.common.errors import PipelineError, first_line
 from imdb_mlops.common.files import atomic_outputs, write_json
 from imdb_mlops.config import DataConfig, Params
 from imdb_mlops.data.sampling import stratified_sample
@@ -84,7 +84,7 @@ def prepare_splits(frames: dict[str, pd.DataFrame], data: DataConfig, seed: int)
     if "all" in cleaned:
         whole = cleaned.pop("all")
         _need_both_labels(whole, "the source")
-        train, test = train_test_split(whole, test_size=data.test_size, stratify=whole["label"], random_state=seed)
+        train, test = _split(whole, data.test_size, seed, "data.test_size", "the source")
         cleaned = {"train": train, "test": test}
 
     conflicts: dict[str, int] = {}
@@ -101,9 +101,16 @@ def prepare_splits(frames: dict[str, pd.DataFrame], data: DataConfig, seed: int)
         cleaned["train"] = drop("train", "leakage_train_test", cleaned["train"], leaked)
 
     _need_both_labels(cleaned["train"], "train")
-    train, validation = train_test_split(
-        cleaned["train"], test_size=data.validation_size, stratify=cleaned["train"]["label"], random_state=seed
-    )
+    if cleaned["test"].empty:
+        raise PipelineError(
+            f"data.source: the test split has no reviews (read: {rows_read.get('test', 0)}, after dropping "
+            "empty, undecodable and duplicate texts: 0); the metrics and the promotion gate need test reviews"
+        )
+    warnings = []
+    if cleaned["test"]["label"].nunique() < 2:
+        only = "positive" if int(cleaned["test"]["label"].iloc[0]) == 1 else "negative"
+        warnings.append(f"the test split holds {only} reviews only: ROC-AUC and F1 will be undefined or misleading")
+    train, validation = _split(cleaned["train"], data.validation_size, seed, "data.validation_size", "train")
     splits = {"train": train, "validation": validation, "test": cleaned["test"]}
 
     for name in SPLITS:
@@ -118,8 +125,26 @@ def prepare_splits(frames: dict[str, pd.DataFrame], data: DataConfig, seed: int)
         "duplicates_with_conflicting_labels": conflicts,
         "leakage_train_test": leakage,
         "splits": {name: _describe(frame) for name, frame in splits.items()},
+        "warnings": warnings,
     }
     return IngestResult(splits=splits, report=report, examples=examples)
+
+
+def _split(frame: pd.DataFrame, share: float, seed: int, key: str, what: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A seeded split stratified by label; a one-line error naming ``key`` when either part would
+    be too small to hold both labels."""
+    held_out = round(len(frame) * share)
+    if min(held_out, len(frame) - held_out) < 2:
+        raise PipelineError(
+            f"{key}: {share} of {len(frame)} reviews in {what} leaves {held_out} held out and "
+            f"{len(frame) - held_out} kept; each part needs at least 2 (one per label)"
+        )
+    try:
+        return train_test_split(frame, test_size=share, stratify=frame["label"], random_state=seed)
+    except ValueError as exc:
+        raise PipelineError(
+            f"{key}: cannot split {len(frame)} reviews of {what} this way ({first_line(exc)})"
+        ) from None
 
 
 def _map_labels(frame: pd.DataFrame, data: DataConfig) -> pd.Series:
@@ -127,7 +152,7 @@ def _map_labels(frame: pd.DataFrame, data: DataConfig) -> pd.Series:
     if data.label_map is not None:
         mapped = raw.map(lambda v: data.label_map.get(_label_key(v)))  # type: ignore[union-attr]
     else:
-        mapped = raw.map(lambda v: v if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else None)
+        mapped = raw.map(_as_binary)
     bad = mapped.isna() | ~mapped.isin([0, 1])
     if bad.any():
         first = int(np.flatnonzero(bad.to_numpy())[0])
@@ -138,6 +163,14 @@ def _map_labels(frame: pd.DataFrame, data: DataConfig) -> pd.Series:
             + (f"; {more} more rows like it" if more else "")
         )
     return mapped.astype("int64")
+
+
+def _as_binary(value: Any) -> int | None:
+    """0 or 1 for 0, 1, 0.0, 1.0, "0", "1" (as CSV and parquet files store them); None otherwise."""
+    if isinstance(value, bool) or value is None:
+        return None
+    key = _label_key(value)
+    return int(key) if key in ("0", "1") else None
 
 
 def _shown(value: Any) -> str:
@@ -207,6 +240,9 @@ def _print_summary(result: IngestResult) -> None:
     console.print(table)
     for reason, per_split in result.report["rows_dropped"].items():
         where = ", ".join(result.examples.get(reason, []))
-        console.print(f"[yellow]dropped[/] {sum(per_split.values())} rows ({reason}: {per_split}); e.g. {where}")
+        hint = " (not UTF-8? set data.encoding, e.g. latin-1)" if reason == "undecodable_bytes" else ""
+        console.print(f"[yellow]dropped[/] {sum(per_split.values())} rows ({reason}: {per_split}){hint}; e.g. {where}")
+    for warning in result.report["warnings"]:
+        console.print(f"[bold yellow]warning:[/] {warning}")
     if result.report["leakage_train_test"]:
         console.print(f"train/test leakage: {result.report['leakage_train_test']} train texts also in test")

@@ -4,11 +4,12 @@ Entry point: :func:`register`. Steps:
 
 1. **read** the training run id, the export and evaluate reports, and decide the serving settings
    (:mod:`imdb_mlops.serving.settings`);
-2. **log and register** the served model into the training run: an MLflow pyfunc written as code
+2. **log and register** (:func:`log_version`) the served model into the training run: an MLflow pyfunc written as code
    (:mod:`imdb_mlops.serving.classifier_model`; nothing pickled) over the shipped ONNX variants and
    the tokenizer, with the PyTorch checkpoint beside it, as a new version of ``registry.model_name``
    with a description and lineage tags (:mod:`imdb_mlops.registry.lineage`), alias ``challenger`` —
-   unless a version of this training run already exists (idempotent: re-running adds no version);
+   unless a version of this training run already exists (idempotent: re-running adds no version;
+   a version an interrupted run registered but did not gate is finished, not skipped);
 3. **gate** (:mod:`imdb_mlops.registry.promotion`): the first version becomes ``champion``; later
    ones only when they beat it by the margin, significantly;
 4. **write** ``reports/register.json`` and **print** the decision.
@@ -70,7 +71,7 @@ def register(
     ensure_registered_model(client, cfg.model_name, MODEL_DESCRIPTION)
 
     existing = versions_of_run(client, cfg.model_name, run_id)
-    if existing:
+    if existing and "gate.action" in existing[0].tags:
         model_version = existing[0]
         console.print(
             f"Training run {run_id[:8]} is already registered as {cfg.model_name} version {model_version.version}; "
@@ -78,23 +79,18 @@ def register(
         )
         decision: dict[str, Any] = {"action": "already_registered"}
     else:
-        tags = lineage_tags(params, client, run_id, test_metrics, onnx_report, settings, project_dir)
-        with tempfile.TemporaryDirectory(prefix="register-") as tmp:
-            settings_path = Path(tmp) / "serving_config.json"
-            settings_path.write_text(json.dumps(settings, indent=2))
-            package = ModelPackage(
-                name="model",
-                python_model=CLASSIFIER_MODEL_FILE,
-                artifacts={"onnx": str(onnx_dir), "serving_config": str(settings_path)},
-                signature=classifier_signature(),
-                input_example=CLASSIFIER_INPUT_EXAMPLE,
-                requirements=pinned_requirements(CLASSIFIER_REQUIREMENTS),
-                extra_artifacts={"pytorch_model": model_dir} if (model_dir / "config.json").exists() else {},
+        if existing:  # an earlier run stopped after registering, before its gate: finish that version
+            model_version = existing[0]
+            console.print(
+                f"Finishing the registration of {cfg.model_name} version {model_version.version} (no gate yet)."
             )
-            model_version = log_and_register(
-                client, run_id, package, cfg.model_name, tags, description(test_metrics, settings, params)
+            client.update_model_version(
+                cfg.model_name, model_version.version, description=description(test_metrics, settings, params)
             )
-        console.print(f"Registered {cfg.model_name} version {model_version.version} (alias {CHALLENGER}).")
+        else:
+            model_version = log_version(
+                params, client, run_id, (onnx_dir, model_dir), settings, (test_metrics, onnx_report), project_dir
+            )
         client.set_registered_model_alias(cfg.model_name, CHALLENGER, model_version.version)
         decision = promotion_gate(params, client, model_version.version, raw_dir)
         record_decision(client, cfg.model_name, model_version.version, run_id, decision)
@@ -112,6 +108,40 @@ def register(
         write_json(tmp_report, report)
     print_decision(report)
     return report
+
+
+def log_version(
+    params: Params,
+    client: Any,
+    run_id: str,
+    package_dirs: tuple[Path, Path],
+    settings: dict[str, Any],
+    reports: tuple[dict[str, Any], dict[str, Any]],
+    project_dir: Path,
+) -> Any:
+    """Log the served classifier (ONNX folder, PyTorch folder) into the training run and register it
+    as a new version with its lineage tags and description; ``reports`` = (test metrics, ONNX report)."""
+    cfg = params.registry
+    onnx_dir, model_dir = package_dirs
+    test_metrics, onnx_report = reports
+    tags = lineage_tags(params, client, run_id, test_metrics, onnx_report, settings, project_dir)
+    with tempfile.TemporaryDirectory(prefix="register-") as tmp:
+        settings_path = Path(tmp) / "serving_config.json"
+        settings_path.write_text(json.dumps(settings, indent=2))
+        package = ModelPackage(
+            name="model",
+            python_model=CLASSIFIER_MODEL_FILE,
+            artifacts={"onnx": str(onnx_dir), "serving_config": str(settings_path)},
+            signature=classifier_signature(),
+            input_example=CLASSIFIER_INPUT_EXAMPLE,
+            requirements=pinned_requirements(CLASSIFIER_REQUIREMENTS),
+            extra_artifacts={"pytorch_model": model_dir} if (model_dir / "config.json").exists() else {},
+        )
+        model_version = log_and_register(
+            client, run_id, package, cfg.model_name, tags, description(test_metrics, settings, params)
+        )
+    console.print(f"Registered {cfg.model_name} version {model_version.version} (alias {CHALLENGER}).")
+    return model_version
 
 
 def description(test_metrics: dict[str, Any], settings: dict[str, Any], params: Params) -> str:

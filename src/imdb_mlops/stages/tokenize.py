@@ -24,7 +24,7 @@ from datasets import Dataset, DatasetDict
 from rich.console import Console
 from rich.table import Table
 
-from imdb_mlops.common.errors import PipelineError
+from imdb_mlops.common.errors import PipelineError, first_line
 from imdb_mlops.common.files import atomic_outputs, write_json
 from imdb_mlops.common.hub import short_name
 from imdb_mlops.config import Params, TokenizeConfig
@@ -43,6 +43,11 @@ def tokenize(params: Params, raw_dir: Path, out_dir: Path, report_path: Path) ->
     model_limit = getattr(tokenizer, "model_max_length", None) or 10**9
     if cfg.max_length > model_limit:
         raise PipelineError(f"tokenize.max_length: {cfg.max_length} exceeds the model's limit of {model_limit} tokens")
+    if tokenizer.pad_token_id is None:  # the train stage pads every batch: refuse now, not after minutes
+        raise PipelineError(
+            f"model.name: the tokenizer of '{params.model.name}' has no padding token (a decoder's tokenizer?); "
+            "the classifier needs one: use an encoder checkpoint such as distilbert-base-uncased"
+        )
     splits = read_raw_splits(raw_dir)
     encoded = tokenize_splits(splits, tokenizer, cfg)
     report = _report(encoded, cfg, params.model.name)
@@ -59,7 +64,12 @@ def read_raw_splits(raw_dir: Path) -> DatasetDict:
     splits = {}
     for split in SPLITS:
         path = split_path(raw_dir, split)
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise PipelineError(
+                f"{path}: not a readable parquet file ({first_line(exc)}); re-run dvc repro ingest"
+            ) from None
         if "text" not in table.column_names or "label" not in table.column_names:
             raise PipelineError(f"{path}: expected columns text and label, found {', '.join(table.column_names)}")
         splits[split] = Dataset(table)

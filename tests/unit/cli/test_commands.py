@@ -127,6 +127,14 @@ def test_predict_refuses_an_empty_review_before_loading_anything(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()
 
 
+def test_reading_the_registry_creates_no_store(tmp_path):
+    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
+    for args in (["registry", "versions"], ["predict", "a fine film"], ["registry", "lineage"]):
+        proc = run_cli(*args, cwd=tmp_path, MLFLOW_TRACKING_URI="")
+        assert proc.returncode == 1 and "no tracking store there yet; run the pipeline first" in proc.stderr, args
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # no mlflow.db, no mlartifacts
+
+
 def test_exp_run_keeps_a_quoted_number_a_string(tmp_path):
     shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
     proc = run_cli(

@@ -92,6 +92,24 @@ def test_csv_undecodable_row_is_marked(tmp_path):
     assert frames["all"]["text"].isna().tolist() == [False, True, False]
 
 
+def test_a_latin1_csv_reads_whole_with_data_encoding(tmp_path):
+    path = tmp_path / "reviews.csv"
+    path.write_bytes("text,label\nun film très réussi,1\nennuyeux à mourir,0\nfine,1\n".encode("latin-1"))
+    _, as_utf8 = read(path)
+    assert as_utf8["all"]["text"].isna().tolist() == [True, True, False]  # dropped later, with the hint
+    _, as_latin1 = read(path, encoding="latin-1")
+    assert as_latin1["all"]["text"].tolist() == ["un film très réussi", "ennuyeux à mourir", "fine"]
+    with pytest.raises(ValueError, match="unknown text encoding 'latin-42'"):
+        DataConfig(encoding="latin-42")
+
+
+def test_hub_offline_switch_still_gives_the_offline_advice(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    with pytest.raises(PipelineError, match=r"data.source: .*stanfordnlp/imdb.*imdb-mlops exp-run --offline"):
+        read("stanfordnlp/imdb")
+
+
 def test_single_parquet_file(tmp_path):
     path = tmp_path / "reviews.parquet"
     make_reviews(30).to_parquet(path)

@@ -116,6 +116,18 @@ def test_labels_outside_binary_are_rejected():
         prepare_splits(frames_from(train, make_reviews(10, prefix="t")), DataConfig(), seed=0)
 
 
+def test_an_empty_or_one_class_test_split_is_refused_or_warned():
+    train = make_reviews(40).assign(origin="train row")
+    empty_test = train.iloc[:0]
+    with pytest.raises(PipelineError, match="data.source: the test split has no reviews"):
+        prepare_splits({"train": train, "test": empty_test}, DataConfig(), 1)
+    positives = make_reviews(20, seed=5, prefix="t ").query("label == 1").assign(origin="test row")
+    result = prepare_splits({"train": train, "test": positives}, DataConfig(), 1)
+    assert result.report["warnings"] == [
+        "the test split holds positive reviews only: ROC-AUC and F1 will be undefined or misleading"
+    ]
+
+
 def test_one_class_source_is_rejected():
     train = make_reviews(20)
     train["label"] = 1
