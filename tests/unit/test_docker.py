@@ -66,7 +66,7 @@ def test_dockerignore_keeps_data_models_stores_and_environments_out():
     for path in ("data/raw/train.parquet", "models/classifier/model.safetensors", "mlflow.db", "mlartifacts/1/x",
                  ".venv/bin/python", ".dvc/cache/files/md5/ab", "src/imdb_mlops/__pycache__/cli.cpython-311.pyc", ".git/HEAD"):  # fmt: skip
         assert ignored(path), path
-    assert not ignored("src/imdb_mlops/cli.py") and not ignored("requirements.lock")
+    assert not ignored("src/imdb_mlops/cli/__init__.py") and not ignored("requirements.lock")
 
 
 def test_both_targets_install_the_lock_the_readme_setup_uses():
