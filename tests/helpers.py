@@ -67,6 +67,46 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **env: str) -> subprocess
     return proc
 
 
+# Runs `imdb-mlops <KILL_ARGV>` and SIGKILLs itself just before its KILL_AT-th rename of an output
+# (common/files.py swaps outputs by renames only: old -> backup, new -> place, per output).
+KILL_AT_RENAME = """
+import json, os, runpy, signal, sys
+import imdb_mlops.common.files as files
+calls, real = 0, os.replace
+def replace(src, dst):
+    global calls
+    calls += 1
+    if calls == int(os.environ["KILL_AT"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(src, dst)
+files.os.replace = replace
+sys.argv = ["imdb-mlops", *json.loads(os.environ["KILL_ARGV"])]
+runpy.run_module("imdb_mlops", run_name="__main__")
+"""
+
+
+def run_cli_killed_at_rename(args: list[str], kill_at: int, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``imdb-mlops *args`` killed (SIGKILL) right before its ``kill_at``-th rename."""
+    import json
+
+    extra = {"KILL_AT": str(kill_at), "KILL_ARGV": json.dumps(args), **env}
+    return subprocess.run(
+        [sys.executable, "-c", KILL_AT_RENAME], cwd=cwd, env=cli_env(**extra), capture_output=True, text=True
+    )
+
+
+def processes_with_env(marker: str) -> list[int]:
+    """Pids of live processes whose environment holds ``marker`` (a stage's workers left behind)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker.encode() in environ.read_bytes():
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return [pid for pid in found if pid != os.getpid()]
+
+
 def make_project_copy(tmp_path: Path) -> Path:
     """A fresh git + DVC checkout of this repository's tracked files, with its own DVC remote."""
     dest = tmp_path / "project"

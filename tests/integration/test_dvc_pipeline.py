@@ -161,6 +161,28 @@ def test_up_to_date_pipeline_skips_every_stage(built):
     assert "up to date" in run(["dvc", "status"], built).stdout
 
 
+def test_a_failing_stage_keeps_the_outputs_of_the_last_good_run(built, tmp_path):
+    """DVC deletes a stage's outputs before it runs; the failing command puts them back from DVC's
+    cache (the metrics file too: cache: false, held by the run-cache), so dvc.lock still holds."""
+    kept = [built / "data" / "raw", built / "reports" / "data.json"]
+    before = {**digests(kept[0]), "data.json": hashlib.sha256(kept[1].read_bytes()).hexdigest()}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\n" + "".join(f"review number {i},{'x' if i == 5 else i % 2}\n" for i in range(40)))
+    source = yaml.safe_load((built / "params.yaml").read_text())["data"]["source"]
+    set_params(built, **{"data.source": str(bad)})
+    try:
+        proc = run(["dvc", "repro", "ingest"], built, check=False)
+        assert proc.returncode != 0
+        assert "bad.csv row 6: label 'x' is not 0 or 1" in proc.stderr
+        assert "kept the previous outputs (back from DVC's cache): data/raw, reports/data.json" in proc.stderr
+        after = {**digests(kept[0]), "data.json": hashlib.sha256(kept[1].read_bytes()).hexdigest()}
+        assert after == before
+        assert not list(built.glob("data/.raw.*")) and not list(built.glob("reports/.data.json.*"))
+    finally:
+        set_params(built, **{"data.source": source})
+    assert "up to date" in run(["dvc", "status"], built).stdout  # the workspace matches dvc.lock again
+
+
 def test_push_delete_pull_restores_identical_files(built):
     outputs = [
         built / "data" / "raw",
@@ -281,3 +303,52 @@ def test_bad_params_fail_the_stage_before_any_work(project_copy):
 def test_repository_remote_is_a_local_folder_by_default():
     config = (REPO_ROOT / ".dvc" / "config").read_text()
     assert "remote = storage" in config and "url = ../../imdb-mlops-dvc-storage" in config
+
+
+def _layout(path: Path) -> dict[str, str]:
+    if path.is_file():
+        return {path.name: hashlib.sha256(path.read_bytes()).hexdigest()}
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in path.rglob("*") if p.is_file()
+    }
+
+
+REVIEWS = "text\n" + "".join(f"review {i}: a {'fine' if i % 2 else 'dull'} film\n" for i in range(30))
+KILLED_STAGES = {  # stage command, its first output, the rename to die before (2: old output moved aside, new not in)
+    "tokenize": (["tokenize"], "data/tokenized", 2),
+    "train": (["train"], "models/classifier", 2),
+    "export": (["export"], "models/onnx", 2),
+    "register": (["register"], "reports/register.json", 1),
+    "score": (["score", "new-reviews.csv", "--out", "scores/latest"], "scores/latest", 2),
+}
+
+
+@pytest.mark.parametrize("stage", list(KILLED_STAGES))
+def test_each_writing_stage_killed_inside_its_swap_keeps_old_or_new_and_the_rerun_completes(built, stage):
+    """SIGKILL at a rename of the swap: the output is whole (old or new) or, if the kill fell between
+    its two renames, whole in its backup; the rerun puts things right; no worker is left alive."""
+    import uuid
+
+    from helpers import processes_with_env, run_cli_killed_at_rename
+
+    args, output, kill_at = KILLED_STAGES[stage]
+    target = built / output
+    (built / "new-reviews.csv").write_text(REVIEWS)
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{built / 'mlflow.db'}", **FAST_METRICS}
+    if not target.exists():
+        run(["imdb-mlops", *args], built, **env)
+    old = _layout(target)
+    marker = f"IMDB_KILL_TEST={uuid.uuid4().hex}"
+    killed = run_cli_killed_at_rename(args, kill_at, cwd=built, IMDB_KILL_TEST=marker.split("=")[1], **env)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    if target.exists():
+        assert set(_layout(target)) == set(old)  # whole: every file of the output, none half-written
+    else:
+        backups = list(target.parent.glob(f".{target.name}.*.old"))
+        assert len(backups) == 1 and _layout(backups[0]) == old  # killed between its two renames
+    assert processes_with_env(marker) == []  # the stage's workers died with it
+    rerun = run(["imdb-mlops", *args], built, check=False, **env)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert set(_layout(target)) == set(old)
+    leftovers = [p.name for p in target.parent.iterdir() if p.name.startswith(f".{target.name}.")]
+    assert leftovers == []

@@ -195,7 +195,7 @@ def test_served_model_matches_pytorch_and_refuses_oversized_requests(world, regi
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}/2")
     texts = pd.read_parquet(world["root"] / "data/raw/test.parquet")["text"].tolist()[:24]
     texts.append(texts[0] * 20)  # longer than max_length: cut head+tail as in training
-    served = model.predict(texts)
+    served = model.predict(pd.Series(texts))
     assert list(served.columns) == ["label", "probability", "positive_probability"]
     checkpoint = world["candidates"]["strong"]["model"]
     tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
@@ -219,9 +219,9 @@ def test_served_model_matches_pytorch_and_refuses_oversized_requests(world, regi
     inner.session = make_session(world["candidates"]["strong"]["onnx"] / "model.fp32.onnx", "CPUExecutionProvider")
     np.testing.assert_allclose(inner.positive_probabilities(texts), expected, atol=1e-5)
     with pytest.raises(MlflowException, match="request too large: 300 texts, at most 256"):
-        model.predict(["fine"] * 300)
+        model.predict(pd.Series(["fine"] * 300))
     with pytest.raises(MlflowException, match="text 1 too long: 60,000 characters, at most 50,000"):
-        model.predict(["fine", "x" * 60_000])
+        model.predict(pd.Series(["fine", "x" * 60_000]))
 
 
 def test_cli_lists_promotes_rolls_back_and_shows_lineage(world, registered, client):
@@ -240,7 +240,7 @@ def test_cli_lists_promotes_rolls_back_and_shows_lineage(world, registered, clie
     assert back.returncode == 0 and "champion 3 -> 2 (rolled back)" in back.stdout
     assert champion(client) == "2"
     assert rollback(client, MODEL) == ("2", "1") and champion(client) == "1"
-    with pytest.raises(PipelineError, match="first champion; nothing to roll back to"):
+    with pytest.raises(PipelineError, match="version 1 has no earlier champion to roll back to; promote"):
         rollback(client, MODEL)
     run_cli("registry", "promote", "2", cwd=root, **env)
 
@@ -257,6 +257,9 @@ def test_cli_lists_promotes_rolls_back_and_shows_lineage(world, registered, clie
     missing = run_cli("registry", "promote", "9", cwd=root, **env)
     assert missing.returncode == 1
     assert "registry: imdb-sentiment has no version or alias '9' (versions: 1, 2, 3;" in missing.stderr
+    serve_missing = run_cli("serve", "-m", "99", cwd=root, **env)  # refused before a server starts
+    assert serve_missing.returncode == 1
+    assert "registry: imdb-sentiment has no version or alias '99' (versions: 1, 2, 3;" in serve_missing.stderr
 
 
 def test_cli_predicts_from_arguments_and_files(world, registered, tmp_path):
@@ -370,6 +373,16 @@ def test_mlflow_models_serve_answers_on_loopback(world, registered):
         too_long = requests.post(url, json={"inputs": ["fine", "x" * 60_000]}, timeout=30)
         assert too_long.status_code == 400
         assert too_long.json()["message"] == "text 1 too long: 60,000 characters, at most 50,000"
+        # what MLflow would convert or drop before the model saw it is refused as sent
+        for body, message in (
+            ({"inputs": [None]}, "text 0: expected a string, got NoneType"),
+            ({"inputs": ["fine", 123]}, "text 1: expected a string, got int"),
+            ({"inputs": [1.5]}, "text 0: expected a string, got float"),
+            ({"dataframe_split": {"columns": ["id", "text"], "data": [["a1", "superb"]]}}, "input shape"),
+        ):
+            refused = requests.post(url, json=body, timeout=30)
+            assert refused.status_code == 400, (body, refused.text)
+            assert message in refused.json()["message"], (body, refused.text)
         host_ip = socket.gethostbyname(socket.gethostname())
         if not host_ip.startswith("127."):  # bound to loopback only: another address is refused
             with pytest.raises(requests.ConnectionError):
@@ -405,7 +418,9 @@ def test_registration_against_a_real_mlflow_server(world, tmp_path):
         import mlflow
 
         mlflow.set_tracking_uri(uri)
-        served = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(["superb wonderful brilliant"])
+        served = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(
+            np.array(["superb wonderful brilliant"], dtype=object)
+        )
         assert served["label"].tolist() == ["positive"]
         assert list((tmp_path / "server-artifacts").rglob("model.*.onnx"))  # artifacts went through the server
     finally:

@@ -110,3 +110,51 @@ def test_a_parquet_dataset_folder_is_scored_once_and_txt_folders_are_skipped(tmp
     with pytest.raises(PipelineError, match="empty.txt: no reviews found"):
         read_new_reviews(tmp_path / "empty.txt", "text")
     assert os.path.exists(folder)
+
+
+def _tsv(path, rows):
+    path.write_text("text\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in rows), encoding="utf-8")
+    return path
+
+
+def test_unquoted_tsv_whose_review_starts_with_a_quote_is_refused_not_merged(tmp_path):
+    rows = [(f"review {i} was fine", i % 2) for i in range(200)]
+    rows[7] = ('"Brilliant, from start to end', 1)  # opens a quote pandas reads on to the next '"'
+    rows[30] = ('a good film, "overall', 0)
+    source = _tsv(tmp_path / "reviews.tsv", rows)
+    with pytest.raises(
+        PipelineError, match=r"reviews.tsv row 8: its text runs over \d+ more lines that look like rows"
+    ):
+        read_source(DataConfig(source=str(source)), HubConfig())
+    _, frames = read_source(DataConfig(source=str(source), quoting="none"), HubConfig())
+    assert len(frames["all"]) == 200 and frames["all"]["text"][7] == '"Brilliant, from start to end'
+
+
+def test_quoted_csv_reviews_spanning_lines_are_kept(tmp_path):
+    source = tmp_path / "reviews.csv"
+    body = "".join(f'"review {i},\nwith a second line",{i % 2}\n' for i in range(20))
+    source.write_text("text,label\n" + body, encoding="utf-8")
+    _, frames = read_source(DataConfig(source=str(source)), HubConfig())
+    assert len(frames["all"]) == 20 and frames["all"]["text"][3] == "review 3,\nwith a second line"
+
+
+def test_the_bad_label_is_named_by_its_own_row(tmp_path):
+    rows = [(f"review {i} was fine", i % 2) for i in range(200)]
+    rows[120] = ("review 120 was fine", "maybe")
+    source = _tsv(tmp_path / "reviews.tsv", rows)
+    _, frames = read_source(DataConfig(source=str(source)), HubConfig())
+    with pytest.raises(PipelineError, match=r"reviews.tsv row 121: label 'maybe' is not 0 or 1"):
+        prepare_splits(frames, DataConfig(source=str(source)), 1)
+
+
+def test_a_mistyped_relative_path_is_not_taken_for_a_hub_id(tmp_path, monkeypatch):
+    from imdb_mlops.common.hub import ensure_hub_reachable, local_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "classifier").mkdir(parents=True)
+    with pytest.raises(PipelineError, match=r"model.name: path 'models/classifer' does not exist \(folder 'models'"):
+        local_path("models/classifer", "model.name")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    assert local_path("modls/classifier", "model.name") is None  # could be a hub id: the probe decides
+    with pytest.raises(PipelineError, match="nor is there a local folder 'modls/classifier'"):
+        ensure_hub_reachable("model.name", "modls/classifier", 1.0)

@@ -239,11 +239,12 @@ def serve(
 ) -> None:
     """Serve a registered model over HTTP: mlflow models serve --env-manager local on 127.0.0.1."""
     from imdb_mlops.registry.tracking import tracking_uri
-    from imdb_mlops.registry.versions import connect, resolve_model_uri
+    from imdb_mlops.registry.versions import connect, resolve_model_uri, version_of_uri
 
     loaded = load_params(params)
-    connect(loaded)
+    client = connect(loaded)
     uri = resolve_model_uri(model, loaded.registry.model_name)
+    version_of_uri(client, uri, loaded.registry.model_name)  # `-m 99`: one line naming what exists
     command = ["mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-h", host, "-p", str(port)]
     err.print(f"$ {shlex.join(command)}", highlight=False)
     raise typer.Exit(subprocess.call(command, env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri()}))

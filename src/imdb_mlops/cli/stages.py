@@ -2,18 +2,48 @@
 
 from __future__ import annotations
 
+import functools
+import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from imdb_mlops.cli.app import app
-from imdb_mlops.cli.common import DEFAULT_PARAMS_PATH, ParamsOption, handles_errors
+from imdb_mlops.cli.common import DEFAULT_PARAMS_PATH, ParamsOption, err, handles_errors
 from imdb_mlops.config import load_params
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def restores_outputs_on_failure(func: F) -> F:
+    """Under ``dvc repro`` (``DVC_STAGE`` set), a failing stage puts back the outputs DVC deleted
+    before running it, from DVC's cache (:mod:`imdb_mlops.orchestration.restore`)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except BaseException as exc:
+            stage = os.environ.get("DVC_STAGE")
+            if stage and getattr(exc, "exit_code", 1) != 0:
+                from imdb_mlops.orchestration.restore import restore_stage_outputs
+
+                root = Path(os.environ.get("DVC_ROOT", "."))
+                restored, missing = restore_stage_outputs(stage.rsplit(":", 1)[-1], root)
+                if restored:
+                    err.print(f"kept the previous outputs (back from DVC's cache): {', '.join(restored)}")
+                if missing:
+                    err.print(f"[yellow]not in DVC's cache, so not restored:[/] {', '.join(missing)}")
+            raise
+
+    return wrapper  # type: ignore[return-value]
 
 
 @app.command(rich_help_panel="Stages (dvc.yaml runs these)")
 @handles_errors
+@restores_outputs_on_failure
 def ingest(
     params: ParamsOption = DEFAULT_PARAMS_PATH,
     out: Annotated[Path, typer.Option(help="Folder for the split parquet files.")] = Path("data/raw"),
@@ -27,6 +57,7 @@ def ingest(
 
 @app.command(rich_help_panel="Stages (dvc.yaml runs these)")
 @handles_errors
+@restores_outputs_on_failure
 def tokenize(
     params: ParamsOption = DEFAULT_PARAMS_PATH,
     raw: Annotated[Path, typer.Option(help="Ingested splits.")] = Path("data/raw"),
@@ -41,6 +72,7 @@ def tokenize(
 
 @app.command(rich_help_panel="Stages (dvc.yaml runs these)")
 @handles_errors
+@restores_outputs_on_failure
 def train(
     params: ParamsOption = DEFAULT_PARAMS_PATH,
     tokenized: Annotated[Path, typer.Option(help="Tokenized datasets.")] = Path("data/tokenized"),
@@ -58,6 +90,7 @@ def train(
 
 @app.command(rich_help_panel="Stages (dvc.yaml runs these)")
 @handles_errors
+@restores_outputs_on_failure
 def evaluate(
     params: ParamsOption = DEFAULT_PARAMS_PATH,
     model_dir: Annotated[Path, typer.Option("--model-dir", help="The trained model.")] = Path("models/classifier"),
@@ -73,6 +106,7 @@ def evaluate(
 
 @app.command("export", rich_help_panel="Stages (dvc.yaml runs these)")
 @handles_errors
+@restores_outputs_on_failure
 def export_onnx(
     params: ParamsOption = DEFAULT_PARAMS_PATH,
     model_dir: Annotated[Path, typer.Option("--model-dir", help="The trained model.")] = Path("models/classifier"),
@@ -93,6 +127,7 @@ def export_onnx(
 
 @app.command("register", rich_help_panel="Stages (dvc.yaml runs these)")
 @handles_errors
+@restores_outputs_on_failure
 def register_model(
     params: ParamsOption = DEFAULT_PARAMS_PATH,
     onnx_dir: Annotated[Path, typer.Option("--onnx-dir", help="Shipped ONNX variants and tokenizer.")] = Path(
@@ -119,6 +154,7 @@ def register_model(
 
 @app.command("build-generator", rich_help_panel="Stages (dvc.yaml runs these)")
 @handles_errors
+@restores_outputs_on_failure
 def build_generator(
     params: ParamsOption = DEFAULT_PARAMS_PATH,
     raw: Annotated[Path, typer.Option(help="Ingested splits.")] = Path("data/raw"),

@@ -40,6 +40,11 @@ def local_path(value: str, key: str) -> Path | None:
         return path
     if _PATH_HINT.search(value) or not _HUB_ID.match(value):
         raise PipelineError(f"{key}: path '{value}' does not exist")
+    if "/" in value and Path(value.split("/")[0]).is_dir():
+        # `models/classifer`: its first part is a folder here, so it is a mistyped path, not a hub id
+        raise PipelineError(
+            f"{key}: path '{value}' does not exist (folder '{value.split('/')[0]}' has no '{path.name}')"
+        )
     return None
 
 
@@ -67,8 +72,9 @@ def ensure_hub_reachable(key: str, repo_id: str, timeout_s: float) -> None:
     except requests.RequestException as exc:
         reason = type(exc).__name__
         hint = GENERATOR_OFFLINE_HINT if key == "generation.model" else OFFLINE_HINT
+        nothing_local = f"; nor is there a local folder '{repo_id}'" if "/" in repo_id else ""
         raise PipelineError(
-            f"{key}: cannot reach the Hugging Face hub at {endpoint} to load '{repo_id}' ({reason}); {hint}"
+            f"{key}: cannot reach the Hugging Face hub at {endpoint} to load '{repo_id}' ({reason}{nothing_local}); {hint}"
         ) from None
 
 

@@ -41,6 +41,9 @@ class DataConfig(_Section):
     label_column: str = Field("label", min_length=1)
     # Text encoding of CSV/TSV sources (e.g. latin-1); rows it cannot decode are dropped and counted.
     encoding: str = Field("utf-8", min_length=1)
+    # CSV/TSV quoting: "minimal" (standard: a field may be quoted and span lines) or "none" (one
+    # row per line; quotes are text). A quoted field that swallows later rows is an error naming it.
+    quoting: Literal["minimal", "none"] = "minimal"
     # Raw label value (as written in the file) -> 0 (negative) or 1 (positive).
     label_map: dict[str, int] | None = None
     # Share held out as test when the source has a single table (CSV/parquet file).

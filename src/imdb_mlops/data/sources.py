@@ -13,6 +13,7 @@ ingest stage splits it. Every failure is a :class:`PipelineError` naming the fil
 
 from __future__ import annotations
 
+import csv
 import re
 import tarfile
 import zlib
@@ -142,21 +143,46 @@ def read_table(path: Path, data: DataConfig) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix in {".parquet", ".pq"}:
         return _read_parquet(path, data)
+    sep = "\t" if suffix == ".tsv" else ","
     try:
         # surrogateescape keeps undecodable bytes as lone surrogates, so the row can be
         # reported and dropped instead of failing the whole file.
         frame = pd.read_csv(
             path,
-            sep="\t" if suffix == ".tsv" else ",",
+            sep=sep,
             encoding=data.encoding,
             encoding_errors="surrogateescape",
             keep_default_na=False,
+            quoting=csv.QUOTE_NONE if data.quoting == "none" else csv.QUOTE_MINIMAL,
             dtype={data.text_column: object},  # str dtype cannot hold the escapes
         )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         raise PipelineError(f"{path}: not a readable CSV file ({first_line(exc, 300)})") from None
     _require_columns(path, list(frame.columns), data)
+    if data.quoting == "minimal":
+        _refuse_merged_rows(path, frame, data, sep)
     return _select(frame, data, str(path))
+
+
+def _refuse_merged_rows(path: Path, frame: pd.DataFrame, data: DataConfig, sep: str) -> None:
+    """A text that spans lines which themselves look like rows (``<sep><label>`` at their end or
+    ``<label><sep>`` at their start) is a quote opened by a review starting with ``"`` and read on
+    to the next one: rows were merged. Refuse, naming the row, rather than lose them silently."""
+    labels = {str(v).strip() for v in frame[data.label_column].unique()[:50]} - {""}
+    if not labels:
+        return
+    alternatives = "|".join(re.escape(label) for label in sorted(labels, key=len, reverse=True))
+    row_like = re.compile(rf"(?:{re.escape(sep)}\s*(?:{alternatives})\s*$)|(?:^\s*(?:{alternatives}){re.escape(sep)})")
+    for index, text in enumerate(frame[data.text_column]):
+        if not isinstance(text, str) or "\n" not in text:
+            continue
+        swallowed = sum(bool(row_like.search(line)) for line in text.splitlines())
+        if swallowed:
+            raise PipelineError(
+                f"{path} row {index + 1}: its text runs over {text.count(chr(10))} more lines that look like "
+                f"rows ({swallowed} ending or starting with a label): a field starting with '\"' opened a quote "
+                "that swallowed them; if the file's quotes are part of the texts, set data.quoting: none"
+            )
 
 
 def _require_columns(path: Path | str, columns: list[str], data: DataConfig) -> None:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from imdb_mlops.common.errors import PipelineError
-from imdb_mlops.registry.versions import CHAMPION, get_version, registered_model
+from imdb_mlops.registry.versions import CHAMPION, all_versions, get_version, registered_model
 
 HISTORY_TAG = "champion_history"  # registered-model tag: JSON list of versions that held champion
 
@@ -62,8 +62,18 @@ def rollback(client: Any, name: str) -> tuple[str, str]:
     # Drop the current champion's latest stint; the entry before it is the previous champion.
     while history and history[-1] == current:
         history.pop()
+    existing = {str(v.version) for v in all_versions(client, name)}
+    deleted = []
+    while history and history[-1] not in existing:  # a version deleted since it was champion
+        deleted.append(history.pop())
     if not history:
-        raise PipelineError(f"registry: {name} version {current} is the first champion; nothing to roll back to")
+        gone = (
+            f" (the earlier champion{'s' if len(deleted) > 1 else ''} {', '.join(deleted)} deleted)" if deleted else ""
+        )
+        raise PipelineError(
+            f"registry: {name} version {current} has no earlier champion to roll back to{gone}; "
+            "promote a version instead: imdb-mlops registry promote N"
+        )
     target = history[-1]
     client.set_registered_model_alias(name, CHAMPION, target)
     client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))

@@ -76,13 +76,20 @@ def classifier_settings(params: Params, onnx_dir: Path, onnx_report: dict[str, A
 
 
 def classifier_signature() -> Any:
-    """One unnamed string column in: a list of strings, ``{"inputs": [...]}`` and a one-column
-    DataFrame (whatever its column is called) all fit it. Label and probabilities out."""
+    """One unnamed column of review texts in: ``{"inputs": [...]}``, ``dataframe_split`` /
+    ``dataframe_records`` with one column (whatever it is called), a Series, an array or a
+    one-column DataFrame all fit it. Label and probabilities out.
+
+    The input is an object tensor, not a ``string`` column, because MLflow converts a ``string``
+    column's values before the model sees them (``null`` became the text "None", ``123`` the text
+    "123") and keeps only the first column of a wider frame; an object tensor reaches ``predict``
+    as sent, so non-strings are refused there, and extra columns by MLflow, each with HTTP 400."""
+    import numpy as np
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
+    from mlflow.types import ColSpec, Schema, TensorSpec
 
     return ModelSignature(
-        inputs=Schema([ColSpec("string")]),
+        inputs=Schema([TensorSpec(np.dtype(object), (-1,))]),
         outputs=Schema(
             [ColSpec("string", "label"), ColSpec("double", "probability"), ColSpec("double", "positive_probability")]
         ),

@@ -177,31 +177,12 @@ def test_real_imdb_all_50000_labelled_reviews(tmp_path, shared_imdb):
     assert train["rating"].between(1, 10).all() and not train["text"].str.contains("<br />").any()
 
 
-KILL_AT_RENAME = """
-import os, runpy, signal, sys
-import imdb_mlops.common.files as files
-calls, real = 0, os.replace
-def replace(src, dst):
-    global calls
-    calls += 1
-    if calls == int(os.environ["KILL_AT"]):
-        os.kill(os.getpid(), signal.SIGKILL)
-    real(src, dst)
-files.os.replace = replace
-sys.argv = ["imdb-mlops", "ingest"]
-runpy.run_module("imdb_mlops", run_name="__main__")
-"""
-
-
 # data/raw: old -> backup (1), new -> place (2); reports/data.json: the same (3, 4). Killed before 2 or 4
 # an output is missing and must come back from its backup; before 3 the two outputs differ in age.
 # (Before 1 nothing moved: covered, with every other point, by tests/unit/common/test_files.py.)
 @pytest.mark.parametrize("kill_at", [2, 3, 4])
 def test_ingest_killed_inside_its_swap_keeps_old_or_new_outputs_and_the_rerun_completes(tmp_path, kill_at):
-    import subprocess
-    import sys
-
-    from helpers import cli_env, run_cli
+    from helpers import run_cli, run_cli_killed_at_rename
 
     make_reviews(80, seed=1).to_csv(tmp_path / "reviews.csv", index=False)
     (tmp_path / "params.yaml").write_text("data:\n  source: reviews.csv\n")
@@ -209,9 +190,7 @@ def test_ingest_killed_inside_its_swap_keeps_old_or_new_outputs_and_the_rerun_co
     old = {p.name: p.read_bytes() for p in (tmp_path / "data" / "raw").iterdir()}
     old_report = (tmp_path / "reports" / "data.json").read_bytes()
     make_reviews(120, seed=2).to_csv(tmp_path / "reviews.csv", index=False)  # the new run writes other splits
-    killed = subprocess.run(
-        [sys.executable, "-c", KILL_AT_RENAME], cwd=tmp_path, env=cli_env(KILL_AT=str(kill_at)), capture_output=True
-    )
+    killed = run_cli_killed_at_rename(["ingest"], kill_at, cwd=tmp_path)
     assert killed.returncode == -9
     raw = tmp_path / "data" / "raw"
     if raw.exists():  # old or new, never a mix (a missing folder is put back by the next run)
