@@ -126,6 +126,9 @@ def test_mlflow_run_holds_params_metrics_tags_and_datasets(built):
     lock = yaml.safe_load((built / "dvc.lock").read_text())
     tokenized_md5 = next(o["md5"] for o in lock["stages"]["tokenize"]["outs"] if o["path"] == "data/tokenized")
     assert tags["dvc.data/tokenized.md5"] == tokenized_md5
+    assert tags["reproducible"] == "true" and tags["git.dirty_code"] == "false"  # committed code and params
+    recorded = {a.path for a in client.list_artifacts(run_id)}
+    assert {"params.yaml", "dvc.lock"} <= recorded
     inputs = {d.dataset.name: d for d in run_.inputs.dataset_inputs}
     assert set(inputs) == {"imdb-train", "imdb-validation", "imdb-test"}
     assert all(d.dataset.digest and "imdb" in d.dataset.source for d in inputs.values())

@@ -30,7 +30,8 @@ def restores_outputs_on_failure(func: F) -> F:
             if stage and getattr(exc, "exit_code", 1) != 0:
                 from imdb_mlops.orchestration.restore import restore_stage_outputs
 
-                root = Path(os.environ.get("DVC_ROOT", "."))
+                root = Path.cwd()  # the stage's wdir: dvc.yaml's folder (DVC_ROOT may be the parent
+                # repo of a `dvc exp run --temp` executor, whose workspace must not be touched)
                 restored, missing = restore_stage_outputs(stage.rsplit(":", 1)[-1], root)
                 if restored:
                     err.print(f"kept the previous outputs (back from DVC's cache): {', '.join(restored)}")

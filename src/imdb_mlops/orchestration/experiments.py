@@ -16,12 +16,15 @@ def experiment_overrides(
 ) -> dict[str, Any]:
     """Profiles, the offline sources (``offline``), then ``KEY=VALUE`` assignments, validated against
     ``params_path`` (nothing written)."""
-    from imdb_mlops.modeling.pretrained import packaged_minilm_path
+    from imdb_mlops.modeling.pretrained import PACKAGED_MINILM, packaged_minilm_path
 
     names = [OFFLINE_GENERATOR_PROFILE, *profiles] if offline else list(profiles)  # first, so profiles can adjust it
     explicit: dict[str, Any] = {}
     if offline:
-        explicit.update({"data.source": offline_source, "model.name": str(packaged_minilm_path())})
+        packaged_minilm_path()  # installed? (a one-line error otherwise)
+        explicit.update(
+            {"data.source": offline_source, "model.name": PACKAGED_MINILM}
+        )  # portable: no path of this machine
     explicit.update(parse_assignments(assignments))
     merged, _ = resolve_overrides(params_path.parent, explicit, names, "--profile")
     return merged

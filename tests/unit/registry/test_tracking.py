@@ -36,3 +36,33 @@ def test_run_file_errors(tmp_path):
     (tmp_path / "bad.json").write_text("[1]")
     with pytest.raises(PipelineError, match="not a run file"):
         read_run_file(Path(tmp_path / "bad.json"))
+
+
+def test_experiment_tags_name_the_dvc_experiment_and_tell_params_from_code_changes(tmp_path, monkeypatch):
+    import subprocess
+
+    from imdb_mlops.registry.tracking import experiment_tags
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("config", "user.email", "t@localhost")
+    git("config", "user.name", "t")
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    (tmp_path / "train.py").write_text("x = 1\n")
+    git("add", "-A")
+    git("commit", "-qm", "base")
+    monkeypatch.setenv("DVC_EXP_NAME", "lucky-lark")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "abcdef1234")
+    (tmp_path / "params.yaml").write_text("seed: 2\n")  # what `dvc exp run -S` changes: recorded in full
+    tags = experiment_tags(tmp_path)
+    assert tags == {
+        "git.dirty_code": "false",
+        "reproducible": "true",
+        "dvc.exp.name": "lucky-lark",
+        "dvc.exp.baseline": "abcdef1234",
+        "dvc.exp.ref": "refs/exps/ab/cdef1234/lucky-lark",
+    }
+    (tmp_path / "train.py").write_text("x = 2\n")  # code the commit does not describe
+    assert experiment_tags(tmp_path)["reproducible"] == "false"

