@@ -85,8 +85,23 @@ def git_commit(project_dir: Path = Path(".")) -> dict[str, str]:
         return out.stdout.strip() if out.returncode == 0 else ""
 
     commit = git("rev-parse", "HEAD") or "unknown"
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    return {"mlflow.source.git.commit": commit, "git.dirty": str(dirty).lower()}
+    changed = changed_files(project_dir)
+    return {
+        "mlflow.source.git.commit": commit,
+        "git.dirty": "unknown" if changed is None else str(bool(changed)).lower(),
+    }
+
+
+def changed_files(project_dir: Path = Path(".")) -> list[str] | None:
+    """Tracked files with uncommitted changes (None outside a git work tree)."""
+    out = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=project_dir,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    return [line[3:].strip() for line in out.stdout.splitlines()] if out.returncode == 0 else None
 
 
 PARAMS_FILES = ("params.yaml", "dvc.lock")  # recorded in full with each run: changes there are not "dirty code"
@@ -96,16 +111,12 @@ def experiment_tags(project_dir: Path = Path(".")) -> dict[str, str]:
     """What reproduces the run besides the commit: the DVC experiment that ran it (``dvc exp run``
     passes its name and baseline commit to every stage) and whether code outside the params files
     had uncommitted changes (``git.dirty_code``; then ``reproducible`` is false)."""
-    out = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        cwd=project_dir,
-        capture_output=True,
-        text=True,
-        timeout=10,
-    )
-    changed = [line[3:].strip() for line in out.stdout.splitlines()] if out.returncode == 0 else ["?"]
-    dirty_code = [name for name in changed if name not in PARAMS_FILES]
-    tags = {"git.dirty_code": str(bool(dirty_code)).lower(), "reproducible": str(not dirty_code).lower()}
+    changed = changed_files(project_dir)
+    dirty_code = None if changed is None else [name for name in changed if name not in PARAMS_FILES]
+    tags = {
+        "git.dirty_code": "unknown" if dirty_code is None else str(bool(dirty_code)).lower(),
+        "reproducible": str(dirty_code == []).lower(),  # outside git nothing says which code ran
+    }
     name, baseline = os.environ.get("DVC_EXP_NAME"), os.environ.get("DVC_EXP_BASELINE_REV")
     if name:
         tags["dvc.exp.name"] = name

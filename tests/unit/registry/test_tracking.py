@@ -66,3 +66,10 @@ def test_experiment_tags_name_the_dvc_experiment_and_tell_params_from_code_chang
     }
     (tmp_path / "train.py").write_text("x = 2\n")  # code the commit does not describe
     assert experiment_tags(tmp_path)["reproducible"] == "false"
+    outside = tmp_path / "not-a-repo"
+    outside.mkdir()
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # no repository above it either
+    assert {k: experiment_tags(outside)[k] for k in ("git.dirty_code", "reproducible")} == {
+        "git.dirty_code": "unknown",
+        "reproducible": "false",
+    }
