@@ -309,11 +309,11 @@ def test_repository_remote_is_a_local_folder_by_default():
 
 
 def _layout(path: Path) -> dict[str, str]:
+    """File -> sha256 of an output (its owner marker aside: DVC does not pull it, the stage writes it)."""
     if path.is_file():
         return {path.name: hashlib.sha256(path.read_bytes()).hexdigest()}
-    return {
-        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in path.rglob("*") if p.is_file()
-    }
+    files = (p for p in path.rglob("*") if p.is_file() and p.name != MARKER)
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 REVIEWS = "text\n" + "".join(f"review {i}: a {'fine' if i % 2 else 'dull'} film\n" for i in range(30))
