@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from imdb_mlops.cli.app import app
-from imdb_mlops.cli.common import DEFAULT_PARAMS_PATH, ParamsOption, err, handles_errors
+from imdb_mlops.cli.common import DEFAULT_PARAMS_PATH, ModelNameOption, ParamsOption, err, handles_errors
 from imdb_mlops.config import load_params
 
 SHARED_IMDB = "../shared/imdb"
@@ -61,3 +61,64 @@ def exp_run(
         return
     err.print(f"$ {shlex.join(command)}", highlight=False)
     raise typer.Exit(subprocess.call(command))
+
+
+@app.command("reproduce", rich_help_panel="Experiments and params")
+@handles_errors
+def reproduce(
+    version: Annotated[str, typer.Argument(help="Version number or alias (champion, @challenger, 3).")] = "champion",
+    name: ModelNameOption = None,
+    dvc_remote: Annotated[
+        str | None, typer.Option("--dvc-remote", help="Pull cached data from this DVC remote first.")
+    ] = None,
+    strict: Annotated[bool, typer.Option(help="Refuse when a packaged checkpoint's version differs.")] = False,
+    keep: Annotated[bool, typer.Option(help="Keep the reproduction's folder (a sibling of the repo).")] = False,
+    dry: Annotated[bool, typer.Option(help="Print the commands instead of running them.")] = False,
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+) -> None:
+    """Rebuild a registered version from its recorded experiment (or commit + params) in a fresh
+    clone beside the repository, up to evaluate, and compare its metrics and hashes; exit 1 if they differ."""
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from imdb_mlops.cli.common import wide_console
+    from imdb_mlops.orchestration.reproduce import commands, plan, reproduce, workdir_for
+    from imdb_mlops.registry.versions import connect
+
+    loaded = load_params(params)
+    model = name or loaded.registry.model_name
+    repo = Path.cwd()
+    recipe = plan(connect(loaded), model, version, repo, strict)
+    for warning in recipe.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    source = (
+        f"experiment {recipe.experiment} ({recipe.ref})"
+        if recipe.ref
+        else f"commit {recipe.commit[:12]} + recorded params"
+    )
+    err.print(f"{model} version {recipe.version}: training run {recipe.run_id}, {source}", highlight=False)
+    if dry:
+        workdir = workdir_for(repo, recipe.version)
+        for step in commands(recipe, repo, workdir, dvc_remote):
+            typer.echo(shlex.join(step))
+        return
+    result = reproduce(recipe, repo, dvc_remote, lambda line: err.print(line, highlight=False), keep)
+    table = Table(
+        title=f"{model} version {recipe.version}: registered vs reproduced (tolerance {result['tolerance']:g})"
+    )
+    for column in ("", "registered", "reproduced", "same"):
+        table.add_column(column, justify="left" if not column else "right")
+    for key, expected, got in result["metrics"]:
+        same = isinstance(got, float | int) and abs(got - expected) <= result["tolerance"]
+        table.add_row(f"test {key}", f"{expected:.6f}", "-" if got is None else f"{got:.6f}", "yes" if same else "NO")
+    for key, expected, got in result["hashes"]:
+        table.add_row(
+            key.removeprefix("dvc.").removesuffix(".md5"),
+            expected[:12],
+            (got or "-")[:12],
+            "yes" if got == expected else "NO",
+        )
+    wide_console().print(table)
+    typer.echo("identical" if result["identical"] else "DIFFERENT")
+    raise typer.Exit(0 if result["identical"] else 1)

@@ -149,12 +149,13 @@ def tag_training_run(project_dir: Path, overrides: dict[str, Any], flow_run_id: 
         return None
     from mlflow import MlflowClient
 
-    from imdb_mlops.registry.tracking import tracking_uri
+    from imdb_mlops.registry.tracking import resolved_uri, tracking_uri
 
     info = read_json(path)
     run_id = info["run_id"]
     # The store the train stage wrote to (recorded in the run file), whatever the environment says now.
-    client = MlflowClient(tracking_uri=info.get("tracking_uri") or tracking_uri(project_dir))
+    recorded = info.get("tracking_uri")
+    client = MlflowClient(tracking_uri=resolved_uri(recorded, project_dir) if recorded else tracking_uri(project_dir))
     client.set_tag(run_id, "flow.overrides", json.dumps(overrides, sort_keys=True, default=str))
     if flow_run_id:
         client.set_tag(run_id, "prefect.flow_run_id", flow_run_id)

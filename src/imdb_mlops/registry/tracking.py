@@ -21,6 +21,7 @@ import requests
 import yaml
 
 from imdb_mlops.common.errors import PipelineError
+from imdb_mlops.common.hub import PACKAGE_PREFIX
 from imdb_mlops.config import Params
 
 # Fail fast instead of MLflow's default minutes of HTTP retries; no telemetry.
@@ -37,6 +38,25 @@ ARTIFACT_ROOT = "mlartifacts"
 
 def tracking_uri(project_dir: Path = Path(".")) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(project_dir / DEFAULT_STORE).resolve()}"
+
+
+def portable_uri(uri: str, project_dir: Path = Path(".")) -> str:
+    """``uri`` as recorded in reports: a SQLite store inside the project relative to it
+    (``sqlite:///mlflow.db``), so no path of this machine goes into ``reports/``."""
+    if not uri.startswith("sqlite:///"):
+        return uri
+    store = Path(uri.removeprefix("sqlite:///"))
+    try:
+        return f"sqlite:///{store.resolve().relative_to(project_dir.resolve()).as_posix()}"
+    except ValueError:
+        return uri  # a store elsewhere: its place is the record
+
+
+def resolved_uri(uri: str, project_dir: Path = Path(".")) -> str:
+    """A URI from :func:`portable_uri` made usable from any working folder."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_absolute():
+        return f"sqlite:///{(project_dir / uri.removeprefix('sqlite:///')).resolve()}"
+    return uri
 
 
 def ensure_tracking_reachable(uri: str, timeout_s: float) -> None:
@@ -78,7 +98,8 @@ def setup_mlflow(params: Params, project_dir: Path = Path(".")) -> str:
 
 
 def git_commit(project_dir: Path = Path(".")) -> dict[str, str]:
-    """The commit the code came from, and whether the work tree had uncommitted changes."""
+    """The commit the code came from, whether the work tree had uncommitted changes, and the
+    program (by name, not by the path of this machine)."""
 
     def git(*args: str) -> str:
         out = subprocess.run(["git", *args], cwd=project_dir, capture_output=True, text=True, timeout=10)
@@ -89,6 +110,7 @@ def git_commit(project_dir: Path = Path(".")) -> dict[str, str]:
     return {
         "mlflow.source.git.commit": commit,
         "git.dirty": "unknown" if changed is None else str(bool(changed)).lower(),
+        "mlflow.source.name": "imdb-mlops",  # MLflow would record the entry script's absolute path
     }
 
 
@@ -107,16 +129,38 @@ def changed_files(project_dir: Path = Path(".")) -> list[str] | None:
 PARAMS_FILES = ("params.yaml", "dvc.lock")  # recorded in full with each run: changes there are not "dirty code"
 
 
+def stage_output_paths(project_dir: Path = Path(".")) -> list[str]:
+    """Every ``outs`` / ``metrics`` / ``plots`` path of ``dvc.yaml``: what the stages write."""
+    try:
+        stages = (yaml.safe_load((project_dir / "dvc.yaml").read_text(encoding="utf-8")) or {}).get("stages") or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    paths = []
+    for stage in stages.values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind) or []:
+                paths.extend([entry] if isinstance(entry, str) else list(entry) if isinstance(entry, dict) else [])
+    return [p.rstrip("/") for p in paths]
+
+
+def _is_product(name: str, outputs: list[str]) -> bool:
+    return name in PARAMS_FILES or any(name == out or name.startswith(out + "/") for out in outputs)
+
+
 def experiment_tags(project_dir: Path = Path(".")) -> dict[str, str]:
     """What reproduces the run besides the commit: the DVC experiment that ran it (``dvc exp run``
     passes its name and baseline commit to every stage) and whether code outside the params files
-    had uncommitted changes (``git.dirty_code``; then ``reproducible`` is false)."""
+    had uncommitted changes (``git.dirty_code``; then ``reproducible`` is false). Params, ``dvc.lock``
+    and the stages' own outputs (``reports/*.json`` metrics kept in git) are recorded, not code."""
     changed = changed_files(project_dir)
-    dirty_code = None if changed is None else [name for name in changed if name not in PARAMS_FILES]
+    outputs = stage_output_paths(project_dir)
+    dirty_code = None if changed is None else [name for name in changed if not _is_product(name, outputs)]
     tags = {
         "git.dirty_code": "unknown" if dirty_code is None else str(bool(dirty_code)).lower(),
         "reproducible": str(dirty_code == []).lower(),  # outside git nothing says which code ran
     }
+    if dirty_code:
+        tags["git.dirty_code_files"] = ", ".join(dirty_code[:10]) + (" …" if len(dirty_code) > 10 else "")
     name, baseline = os.environ.get("DVC_EXP_NAME"), os.environ.get("DVC_EXP_BASELINE_REV")
     if name:
         tags["dvc.exp.name"] = name
@@ -142,9 +186,8 @@ def dvc_lock_hashes(stages: tuple[str, ...] = ("ingest", "tokenize"), project_di
 
 
 def write_run_file(path: Path, run_id: str, experiment_id: str, uri: str) -> None:
-    path.write_text(
-        json.dumps({"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": uri}, indent=2) + "\n"
-    )
+    record = {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": portable_uri(uri)}
+    path.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def read_run_file(path: Path) -> dict[str, Any]:
@@ -174,13 +217,14 @@ def log_dataset(params: Params, parquet: Path, split: str, context: str) -> None
     """Log one ingested split as an MLflow dataset input (source and content digest)."""
     import mlflow
     import pandas as pd
+    from mlflow.data.code_dataset_source import CodeDatasetSource
     from mlflow.data.http_dataset_source import HTTPDatasetSource
 
     frame = pd.read_parquet(parquet, columns=["text", "label"])
-    source: Any = params.data.source
-    if Path(source).expanduser().exists():
-        source = str(Path(source).expanduser().resolve())
-    else:
+    source: Any = params.data.source  # as written in params: relative paths and pkg: names stay portable
+    if source.startswith(PACKAGE_PREFIX):
+        source = CodeDatasetSource(tags={"mlflow.source.name": source})
+    elif not Path(source).expanduser().exists():
         source = HTTPDatasetSource(f"https://huggingface.co/datasets/{source}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # source-resolution and integer-schema hints

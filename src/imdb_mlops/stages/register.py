@@ -30,7 +30,7 @@ from imdb_mlops.config import Params
 from imdb_mlops.registry.lineage import lineage_tags
 from imdb_mlops.registry.promotion import promotion_gate, record_decision
 from imdb_mlops.registry.publish import ModelPackage, ensure_registered_model, log_and_register, pinned_requirements
-from imdb_mlops.registry.tracking import read_run_file, setup_mlflow, tracking_uri
+from imdb_mlops.registry.tracking import portable_uri, read_run_file, setup_mlflow, tracking_uri
 from imdb_mlops.registry.versions import CHALLENGER, CHAMPION, versions_of_run
 from imdb_mlops.serving.settings import (
     CLASSIFIER_INPUT_EXAMPLE,
@@ -99,7 +99,7 @@ def register(
         "model_name": cfg.model_name,
         "version": int(model_version.version),
         "run_id": run_id,
-        "tracking_uri": tracking_uri(project_dir),
+        "tracking_uri": portable_uri(tracking_uri(project_dir), project_dir),
         "aliases": sorted(client.get_model_version(cfg.model_name, model_version.version).aliases),
         "serving": {"cpu_variant": settings["cpu_variant"], "gpu_variant": settings["gpu_variant"]},
         "gate": decision,

@@ -73,3 +73,25 @@ def test_experiment_tags_name_the_dvc_experiment_and_tell_params_from_code_chang
         "git.dirty_code": "unknown",
         "reproducible": "false",
     }
+
+
+def test_stage_outputs_kept_in_git_are_not_dirty_code(tmp_path):
+    import subprocess
+
+    from imdb_mlops.registry.tracking import experiment_tags
+
+    for args in (["init", "-q"], ["config", "user.email", "t@l"], ["config", "user.name", "t"]):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True)
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  ingest:\n    cmd: x\n    metrics:\n      - reports/data.json:\n          cache: false\n"
+    )
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "data.json").write_text("{}")
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "commit", "-qm", "x"], cwd=tmp_path, check=True)
+    (tmp_path / "reports" / "data.json").write_text('{"rows": 3}')  # written by the run itself
+    assert experiment_tags(tmp_path)["reproducible"] == "true"
+    with (tmp_path / "dvc.yaml").open("a") as definition:  # the pipeline's definition is code
+        definition.write("# changed\n")
+    tags = experiment_tags(tmp_path)
+    assert tags["reproducible"] == "false" and tags["git.dirty_code_files"] == "dvc.yaml"
