@@ -181,8 +181,12 @@ def reproduce(
                 step, cwd=workdir if workdir.exists() else repo, env=env, capture_output=True, text=True
             )
             if proc.returncode != 0:
-                detail = first_line(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.stdout, 300)
-                raise PipelineError(f"reproduce: `{' '.join(step[:3])}` failed in {workdir.name}: {detail}")
+                output = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()
+                detail = first_line(next((line for line in output if "ERROR" in line), output[-1]), 300)
+                hint = ""
+                if step[1] == "pull":
+                    hint = f"; does DVC remote '{dvc_remote}' hold this version's data? (`dvc exp push` or `dvc push` sends it)"
+                raise PipelineError(f"reproduce: `{step[0]} {step[1]}` failed in {workdir.name}: {detail}{hint}")
         return compare(p, workdir)
     finally:
         if not keep:

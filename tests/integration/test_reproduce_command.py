@@ -86,7 +86,12 @@ def test_a_colleague_reproduces_the_champion_from_its_experiment(tmp_path, tiny_
 
     dry = run_cli("reproduce", "champion", "--dry", cwd=colleague, **store)
     assert dry.returncode == 0 and "dvc repro --force --no-run-cache evaluate" in dry.stdout
+    run(["dvc", "remote", "add", "--local", "empty", str(tmp_path / "empty-remote")], colleague)
     before = _tree_state(colleague)
+    no_data = run_cli("reproduce", "champion", "--dvc-remote", "empty", cwd=colleague, **store)
+    assert no_data.returncode == 1
+    assert "reproduce: `dvc pull` failed" in no_data.stderr and "does DVC remote 'empty' hold" in no_data.stderr
+    assert _tree_state(colleague) == before and list(tmp_path.glob(".colleague.reproduce-*")) == []
     proc = run_cli("reproduce", "champion", cwd=colleague, **store)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().endswith("identical")
