@@ -38,6 +38,7 @@ from imdb_mlops.config import GenerationConfig, Params
 from imdb_mlops.data.sampling import stratified_sample
 from imdb_mlops.data.sources import read_unlabelled
 from imdb_mlops.data.splits import read_split
+from imdb_mlops.modeling.capabilities import capability_tags
 from imdb_mlops.modeling.classifier import load_trained_classifier, predict_positive
 from imdb_mlops.modeling.decoder import check_lengths, finetune, load_generator, perplexity
 from imdb_mlops.modeling.encoding import encode_texts
@@ -255,6 +256,7 @@ def log_inputs(params: Params, run_file: Path | None) -> None:
         **dvc_lock_hashes(("ingest", "train")),
         "stage": "generate",
         "generation.model": params.generation.model,
+        **capability_tags(),
     }
     if run_file is not None and run_file.exists():
         tags["classifier_run_id"] = read_run_file(run_file)["run_id"]  # the scorer of the generated reviews

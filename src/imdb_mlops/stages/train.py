@@ -31,6 +31,7 @@ from rich.table import Table
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.common.files import atomic_outputs, read_json, write_json
 from imdb_mlops.config import Params
+from imdb_mlops.modeling.capabilities import capability_tags
 from imdb_mlops.modeling.classifier import load_pretrained_classifier
 from imdb_mlops.modeling.estimate import cpu_training_message
 from imdb_mlops.modeling.finetuning import (
@@ -231,6 +232,7 @@ def training_summary(
         },
         "device": device,
         "precision": precision,
+        "capabilities": capability_tags(),  # why this precision: the CPU flags / GPU of this machine
         "world_size": world_size,
         "resumed": resumed,
     }
@@ -253,6 +255,7 @@ def log_run_inputs(
             **{f"model.{k}": v for k, v in checkpoint_provenance(params.model.name).items()},
             "device": device,
             "precision": precision,
+            **capability_tags(),
             "world_size": str(world_size),
             "stage": "train",
         }

@@ -1,0 +1,78 @@
+"""What this machine's processors can do fast: one check, used wherever precision is chosen.
+
+The machines this project runs on differ: some CPUs are AVX2-only, others have AVX-512 VNNI and
+AMX, whose bf16 matrix units make ``torch.autocast("cpu", dtype=torch.bfloat16)`` much faster than
+fp32. Nothing here assumes a machine: flags are read from the kernel (``/proc/cpuinfo``) and CUDA
+from torch; :func:`capability_tags` records them on runs and in reports.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+CPU_FLAGS = ("amx_bf16", "amx_int8", "amx_tile", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    cpu_model: str
+    cpu_flags: frozenset[str]  # of CPU_FLAGS, those this CPU has
+    cuda: bool
+    cuda_bf16: bool
+
+    @property
+    def cpu_bf16(self) -> bool:
+        """Native bf16 arithmetic on the CPU (AMX or AVX-512 BF16): where bf16 autocast pays."""
+        return bool({"amx_bf16", "avx512_bf16"} & self.cpu_flags)
+
+    @property
+    def cpu_int8(self) -> bool:
+        """Fast int8 dot products on the CPU (AMX, AVX-512 VNNI or AVX-VNNI)."""
+        return bool({"amx_int8", "avx512_vnni", "avx_vnni"} & self.cpu_flags)
+
+
+def read_cpu(cpuinfo: str) -> tuple[str, frozenset[str]]:
+    """(model name, relevant flags) from the text of ``/proc/cpuinfo``."""
+    model, flags = platform.processor() or "unknown", set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model in ("unknown", ""):
+            model = value.strip()
+        elif key.strip() in ("flags", "Features") and not flags:
+            flags = set(value.split())
+    return model or "unknown", frozenset(flags & set(CPU_FLAGS))
+
+
+@functools.cache
+def detect() -> Capabilities:
+    """This machine's capabilities (read once per process)."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        cpuinfo = ""
+    model, flags = read_cpu(cpuinfo)
+    cuda = cuda_bf16 = False
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+        cuda_bf16 = cuda and torch.cuda.is_bf16_supported()
+    except ImportError:
+        pass
+    return Capabilities(model, flags, cuda, cuda_bf16)
+
+
+def capability_tags(caps: Capabilities | None = None) -> dict[str, str]:
+    """The capabilities as MLflow tags / report fields."""
+    caps = caps or detect()
+    return {
+        "cpu.model": caps.cpu_model,
+        "cpu.flags": ",".join(sorted(caps.cpu_flags)) or "none of " + ",".join(CPU_FLAGS),
+        "cpu.bf16": str(caps.cpu_bf16).lower(),
+        "cpu.int8": str(caps.cpu_int8).lower(),
+        "cuda": str(caps.cuda).lower(),
+        "cuda.bf16": str(caps.cuda_bf16).lower(),
+    }

@@ -1,0 +1,51 @@
+"""The one capability check: CPU flags read from the kernel's text, and the precision it implies."""
+
+from __future__ import annotations
+
+import pytest
+
+from imdb_mlops.common.errors import PipelineError
+from imdb_mlops.modeling.capabilities import Capabilities, capability_tags, read_cpu
+from imdb_mlops.modeling.finetuning import choose_precision
+
+XEON = (
+    "processor : 0\nmodel name : Intel(R) Xeon(R) Platinum\n"
+    "flags : fpu avx2 avx512f avx512_vnni avx512_bf16 amx_tile amx_bf16 amx_int8 sse\n"
+)
+EPYC = "processor : 0\nmodel name : AMD EPYC 7B13\nflags : fpu sse avx avx2 fma\n"
+
+
+def caps(cpuinfo: str, cuda: bool = False, cuda_bf16: bool = False) -> Capabilities:
+    return Capabilities(*read_cpu(cpuinfo), cuda=cuda, cuda_bf16=cuda_bf16)
+
+
+def test_flags_are_read_from_cpuinfo_text():
+    xeon, epyc = caps(XEON), caps(EPYC)
+    assert xeon.cpu_model == "Intel(R) Xeon(R) Platinum" and xeon.cpu_bf16 and xeon.cpu_int8
+    assert epyc.cpu_flags == frozenset({"avx2"}) and not epyc.cpu_bf16 and not epyc.cpu_int8
+    assert capability_tags(xeon)["cpu.flags"] == "amx_bf16,amx_int8,amx_tile,avx2,avx512_bf16,avx512_vnni,avx512f"
+    assert capability_tags(epyc)["cpu.bf16"] == "false"
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "device", "cuda_bf16", "requested", "expected"),
+    [
+        (XEON, "cpu", False, "auto", "bf16"),  # native bf16: autocast pays on this CPU
+        (EPYC, "cpu", False, "auto", "fp32"),  # AVX2 only: bf16 would be emulated
+        (XEON, "cpu", False, "bf16", "bf16"),
+        (EPYC, "cuda", True, "auto", "bf16"),
+        (EPYC, "cuda", False, "auto", "fp16"),
+        (EPYC, "cpu", False, "fp32", "fp32"),
+    ],
+)
+def test_precision_follows_the_machine(cpuinfo, device, cuda_bf16, requested, expected):
+    assert choose_precision(requested, device, caps=caps(cpuinfo, device == "cuda", cuda_bf16)) == expected
+
+
+def test_bf16_on_a_cpu_without_it_and_fp16_on_any_cpu_are_refused():
+    with pytest.raises(
+        PipelineError, match=r"train.precision: bf16 needs a GPU or a CPU with native bf16 .*AMD EPYC 7B13\) has avx2"
+    ):
+        choose_precision("bf16", "cpu", caps=caps(EPYC))
+    with pytest.raises(PipelineError, match="generation.finetune.precision: fp16 needs a GPU"):
+        choose_precision("fp16", "cpu", "generation.finetune.precision", caps=caps(XEON))
