@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import requests
@@ -105,6 +106,16 @@ def processes_with_env(marker: str) -> list[int]:
         except OSError:
             continue
     return [pid for pid in found if pid != os.getpid()]
+
+
+def sqlite_registry(folder: Path, model: str) -> Any:
+    """An MlflowClient on a fresh SQLite store in ``folder`` holding the registered model ``model``."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model(model)
+    return client
 
 
 def make_project_copy(tmp_path: Path) -> Path:

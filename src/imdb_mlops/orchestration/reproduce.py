@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from imdb_mlops.common.errors import PipelineError, first_line
+from imdb_mlops.registry.tracking import dvc_lock_hashes
 from imdb_mlops.registry.versions import get_version
 
 COMPARED_METRICS = ("accuracy", "f1", "precision", "recall", "roc_auc", "ece")
@@ -206,12 +205,7 @@ def compare(p: Plan, workdir: Path) -> dict[str, Any]:
     metrics = read_json(
         workdir / "reports" / "metrics.json", f"the reproduction wrote no metrics ({TARGET_STAGE} did not run)"
     )
-    lock = yaml.safe_load((workdir / "dvc.lock").read_text(encoding="utf-8")) or {}
-    reproduced_hashes = {
-        f"dvc.{out['path']}.md5": out.get("md5")
-        for stage in (lock.get("stages") or {}).values()
-        for out in stage.get("outs") or []
-    }
+    reproduced_hashes = dvc_lock_hashes(None, workdir)
     rows = [(key, p.expected_metrics[key], metrics.get(key)) for key in p.expected_metrics]
     hashes = [(key, md5, reproduced_hashes.get(key)) for key, md5 in sorted(p.expected_hashes.items())]
     same_metrics = all(isinstance(r, float | int) and abs(r - e) <= p.tolerance for _, e, r in rows)

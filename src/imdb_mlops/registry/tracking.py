@@ -171,14 +171,16 @@ def experiment_tags(project_dir: Path = Path(".")) -> dict[str, str]:
     return tags
 
 
-def dvc_lock_hashes(stages: tuple[str, ...] = ("ingest", "tokenize"), project_dir: Path = Path(".")) -> dict[str, str]:
-    """``dvc.lock`` hashes of the outputs of ``stages``: the exact data a run used."""
+def dvc_lock_hashes(
+    stages: tuple[str, ...] | None = ("ingest", "tokenize"), project_dir: Path = Path(".")
+) -> dict[str, str]:
+    """``dvc.lock`` hashes (``dvc.<path>.md5``) of the outputs of ``stages`` (None: every stage)."""
     lock_path = project_dir / "dvc.lock"
     if not lock_path.exists():
         return {}
     lock = yaml.safe_load(lock_path.read_text()) or {}
     hashes = {}
-    for stage in stages:
+    for stage in lock.get("stages", {}) if stages is None else stages:
         for out in lock.get("stages", {}).get(stage, {}).get("outs", []):
             if "md5" in out:
                 hashes[f"dvc.{out['path']}.md5"] = out["md5"]

@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 
+from helpers import sqlite_registry
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.orchestration.reproduce import commands, plan
 
@@ -14,11 +15,7 @@ MODEL = "imdb-sentiment"
 
 @pytest.fixture
 def registry(tmp_path):
-    from mlflow import MlflowClient
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    client.create_registered_model(MODEL)
+    client = sqlite_registry(tmp_path, MODEL)
     experiment = client.create_experiment("e", artifact_location=str(tmp_path / "artifacts"))
 
     def version(**tags: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import sqlite_registry
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.registry.aliases import champion_history, promote, rollback
 
@@ -12,11 +13,7 @@ MODEL = "imdb-sentiment"
 
 @pytest.fixture
 def client(tmp_path):
-    from mlflow import MlflowClient
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    client.create_registered_model(MODEL)
+    client = sqlite_registry(tmp_path, MODEL)
     for number in range(3):
         (tmp_path / f"v{number}").mkdir()
         client.create_model_version(MODEL, source=str(tmp_path / f"v{number}"))
