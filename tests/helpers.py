@@ -249,7 +249,12 @@ def wait_for(url: str, process: subprocess.Popen, timeout_s: float = 90) -> None
 
 
 def start_mlflow_server(
-    port: int, backend_uri: str, cwd: Path, artifacts: Path | None = None, quiet: bool = False
+    port: int,
+    backend_uri: str,
+    cwd: Path,
+    artifacts: Path | None = None,
+    quiet: bool = False,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen:
     """A real ``mlflow server`` on 127.0.0.1:``port`` (one worker); stop it with ``terminate()``."""
     command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
@@ -258,4 +263,4 @@ def start_mlflow_server(
         command += ["--artifacts-destination", str(artifacts)]
     output = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL} if quiet else {
         "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}  # fmt: skip
-    return subprocess.Popen(command, cwd=cwd, env=cli_env(), **output)
+    return subprocess.Popen(command, cwd=cwd, env=cli_env(**(env or {})), **output)

@@ -2,12 +2,13 @@
 
 Commands by group: :mod:`~imdb_mlops.cli.stages` (one per DVC stage), :mod:`~imdb_mlops.cli.registry`
 (``imdb-mlops registry ...``), :mod:`~imdb_mlops.cli.models` (write-reviews, explain, attention-check,
-predict, score, serve), :mod:`~imdb_mlops.cli.experiments` (exp-run, check-params, minilm-path).
+predict, score, serve), :mod:`~imdb_mlops.cli.experiments` (exp-run, check-params, minilm-path,
+reproduce), :mod:`~imdb_mlops.cli.webhooks` (``imdb-mlops webhooks serve|register``).
 Expected failures (bad params, bad data, unreachable hub) print one line, ``error: ...``, and exit
 non-zero; they never print a traceback.
 """
 
-from imdb_mlops.cli import experiments, models, registry, stages  # noqa: F401 - they add their commands
+from imdb_mlops.cli import experiments, models, registry, stages, webhooks  # noqa: F401 - they add their commands
 from imdb_mlops.cli.app import app
 from imdb_mlops.common.processes import die_with_parent
 

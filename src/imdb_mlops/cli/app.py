@@ -12,3 +12,7 @@ registry_app = typer.Typer(
     help="The MLflow model registry: versions, promotion, rollback, lineage.", no_args_is_help=True
 )
 app.add_typer(registry_app, name="registry")
+webhooks_app = typer.Typer(
+    help="MLflow registry webhooks: the receiver of champion moves, and registering it.", no_args_is_help=True
+)
+app.add_typer(webhooks_app, name="webhooks")

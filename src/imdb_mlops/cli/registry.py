@@ -85,6 +85,37 @@ def registry_rollback(params: ParamsOption = DEFAULT_PARAMS_PATH, name: ModelNam
     typer.echo(f"{model}: champion {previous} -> {current} (rolled back)")
 
 
+@registry_app.command("history")
+@handles_errors
+def registry_history(
+    params: ParamsOption = DEFAULT_PARAMS_PATH, name: ModelNameOption = None, as_json: JsonOption = False
+) -> None:
+    """Every move of alias champion: when, to which version, from where (register stage, CLI,
+    rollback, MLflow UI/REST through the webhook receiver)."""
+    from imdb_mlops.registry.aliases import current_champion
+    from imdb_mlops.registry.history import history_entries
+
+    client, model = _registry(params, name)
+    entries = history_entries(client, model)
+    if as_json:
+        typer.echo(json.dumps([entry.model_dump() for entry in entries], indent=2))
+        return
+    table = Table(title=f"{model}: champion history (now {current_champion(client, model) or 'none'})")
+    for column in ("at (UTC)", "action", "version", "previous", "source", "reason", "Prefect event"):
+        table.add_column(column, justify="right" if column in ("version", "previous") else "left")
+    for entry in entries:
+        table.add_row(
+            entry.at.replace("T", " ").removesuffix("+00:00") or "-",
+            entry.action,
+            entry.version or "-",
+            entry.previous or "-",
+            entry.source,
+            entry.reason or "-",
+            entry.prefect_event or "-",
+        )
+    wide_console().print(table)
+
+
 @registry_app.command("lineage")
 @handles_errors
 def registry_lineage(

@@ -146,11 +146,25 @@ def register_model(
         "reports/onnx.json"
     ),
     report: Annotated[Path, typer.Option(help="Version and gate decision.")] = Path("reports/register.json"),
+    data_report: Annotated[Path, typer.Option("--data-report", help="Ingest report (the model card's data).")] = Path(
+        "reports/data.json"
+    ),
 ) -> None:
-    """Register the ONNX pyfunc in the MLflow registry (alias challenger) and run the promotion gate."""
+    """Register the ONNX pyfunc in the MLflow registry (alias challenger), run the behavioural checks
+    and the promotion gate, and write the version's model card."""
     from imdb_mlops.stages.register import register as run
 
-    run(load_params(params), onnx_dir, model_dir, raw, run_file, metrics, onnx_report, report)
+    run(
+        load_params(params),
+        onnx_dir,
+        model_dir,
+        raw,
+        run_file,
+        metrics,
+        onnx_report,
+        report,
+        data_report_path=data_report,
+    )
 
 
 @app.command("build-generator", rich_help_panel="Stages (dvc.yaml runs these)")

@@ -202,6 +202,9 @@ class RegistryConfig(_Section):
     mcnemar_alpha: float = Field(0.05, gt=0, lt=1)
     # Test reviews both models score for the gate (stratified, seeded); null = the whole test split.
     gate_samples: int | None = Field(None, ge=10)
+    # Every family of the behavioural suite (scoring/behaviour_suite.yaml) must pass at least this
+    # share of its cases for a version to become champion; null = report only.
+    behaviour_min_pass: float | None = Field(0.6, ge=0, le=1)
     # Limits of one prediction request (served model and CLI); larger requests are refused (HTTP 400).
     max_texts_per_request: int = Field(256, ge=1)
     max_text_chars: int = Field(50_000, ge=1)

@@ -30,7 +30,10 @@ STAGES = {
     "generate": ("build-generator", ["imdb_mlops.stages.generate", "imdb_mlops.serving.generator_model"]),
 }
 # files read at run time rather than imported: the module that reads them -> the folder it reads
-DATA_DEPS = {"imdb_mlops.modeling.metrics": "imdb_mlops/modeling/evaluate_metrics"}
+DATA_DEPS = {
+    "imdb_mlops.modeling.metrics": "imdb_mlops/modeling/evaluate_metrics",
+    "imdb_mlops.scoring.behaviour": "imdb_mlops/scoring/behaviour_suite.yaml",
+}
 
 
 def module_file(name: str) -> Path | None:

@@ -17,6 +17,7 @@ from imdb_mlops.data.splits import read_split
 from imdb_mlops.modeling.gate import gate_decision
 from imdb_mlops.registry.aliases import current_champion, set_champion
 from imdb_mlops.registry.predict import predict_labels
+from imdb_mlops.scoring.behaviour import failing_families
 
 console = Console(stderr=True)
 
@@ -27,13 +28,27 @@ def gate_reviews(raw_dir: Path, samples: int | None, seed: int) -> tuple[list[st
     return frame["text"].tolist(), frame["label"].to_numpy()
 
 
-def promotion_gate(params: Params, client: Any, challenger: str, raw_dir: Path) -> dict[str, Any]:
-    """Decide whether ``champion`` moves to the new version; move it when it should."""
+def promotion_gate(
+    params: Params, client: Any, challenger: str, raw_dir: Path, behaviour: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Decide whether ``champion`` moves to the new version; move it when it should. A version whose
+    behavioural checks fall below ``registry.behaviour_min_pass`` is never promoted."""
     cfg = params.registry
     champion = current_champion(client, cfg.model_name)
+    failing = failing_families(behaviour, cfg.behaviour_min_pass) if behaviour else []
+    if failing:
+        return {
+            "action": "refused_behaviour",
+            "passes": False,
+            "reason": f"behavioural checks below registry.behaviour_min_pass {cfg.behaviour_min_pass}: "
+            + ", ".join(failing),
+            "champion": int(champion or 0),
+        }
     if champion is None:
-        set_champion(client, cfg.model_name, challenger, reason="first registered version")
-        return {"action": "promoted", "reason": "first registered version", "champion": int(challenger)}
+        reason = "first registered version"
+        if set_champion(client, cfg.model_name, challenger, reason, "register-stage", None, check_expected=True):
+            return {"action": "promoted", "reason": reason, "champion": int(challenger)}
+        champion = current_champion(client, cfg.model_name)  # set by someone else meanwhile: gate against it
     texts, labels = gate_reviews(raw_dir, cfg.gate_samples, params.seed)
     console.print(
         f"Promotion gate: version {challenger} (challenger) vs {champion} (champion) on {len(texts):,} test reviews"
@@ -45,8 +60,15 @@ def promotion_gate(params: Params, client: Any, challenger: str, raw_dir: Path) 
     decision = gate_decision(labels, predicted["challenger"], predicted["champion"], cfg)
     decision["champion_before"] = int(champion)
     if decision["passes"] and cfg.promotion == "auto":
-        set_champion(client, cfg.model_name, challenger, reason=decision["reason"])
-        decision["action"] = "promoted"
+        moved = set_champion(
+            client, cfg.model_name, challenger, decision["reason"], "register-stage", champion, check_expected=True
+        )
+        decision["action"] = "promoted" if moved else "champion_moved_during_gate"
+        if not moved:
+            decision["reason"] = (
+                f"champion moved to version {current_champion(client, cfg.model_name)} while the gate compared "
+                f"against version {champion}; the challenger was not promoted (run the register stage again)"
+            )
     elif decision["passes"]:
         decision["action"] = "awaiting_manual_promotion"
     else:

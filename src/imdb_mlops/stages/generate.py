@@ -46,6 +46,7 @@ from imdb_mlops.modeling.finetuning import CHECKPOINT_ROOT, device_name
 from imdb_mlops.modeling.metrics import control_accuracy, distinct_n
 from imdb_mlops.modeling.textgen import CONTROL_CODES, SENTIMENTS, GenerationRequestError, generate_texts
 from imdb_mlops.registry.aliases import current_champion, set_champion
+from imdb_mlops.registry.model_card import CARD_ARTIFACT, as_description, generator_card, portable_name
 from imdb_mlops.registry.publish import ModelPackage, ensure_registered_model, log_and_register, pinned_requirements
 from imdb_mlops.registry.tracking import dvc_lock_hashes, git_commit, read_run_file, setup_mlflow
 from imdb_mlops.registry.versions import CHALLENGER
@@ -140,6 +141,7 @@ def generate(
             write_json(tmp_model / "generation_settings.json", generator_settings(cfg))
             version = register_generator(params, tmp_model, run.info.run_id)
             report.update({"run_id": run.info.run_id, "registered_model": cfg.registered_model, **version})
+            publish_generator_card(params, report, samples)
             write_json(tmp_report, report)
             write_jsonl(tmp_samples, samples)
     # --- print
@@ -180,6 +182,23 @@ def sample_metrics(samples: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def publish_generator_card(params: Params, report: dict[str, Any], samples: list[dict[str, Any]]) -> None:
+    """The generator version's model card: its description and the run's ``model_card.md``."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    facts = {
+        "model_name": report["registered_model"],
+        "version": report["version"],
+        "run_id": report["run_id"],
+        "base_model": portable_name(params.generation.model, key="generation.model"),
+        "report": {**report, "samples": samples},
+    }
+    card = generator_card(facts)
+    MlflowClient().update_model_version(report["registered_model"], str(report["version"]), as_description(card))
+    mlflow.log_text(card, CARD_ARTIFACT)
+
+
 def register_generator(params: Params, model_dir: Path, run_id: str) -> dict[str, Any]:
     """Log the generator as a pyfunc (written as code) into ``run_id`` and register a version:
     ``champion`` when it is the first, else ``challenger`` (people promote generators)."""
@@ -199,7 +218,7 @@ def register_generator(params: Params, model_dir: Path, run_id: str) -> dict[str
     tags = {"generation_run_id": run_id, "generation.model": cfg.model}
     number = str(log_and_register(client, run_id, package, cfg.registered_model, tags).version)
     if current_champion(client, cfg.registered_model) is None:
-        set_champion(client, cfg.registered_model, number, "first registered generator")
+        set_champion(client, cfg.registered_model, number, "first registered generator", "generate-stage")
     else:
         client.set_registered_model_alias(cfg.registered_model, CHALLENGER, number)
     aliases = sorted(client.get_model_version(cfg.registered_model, number).aliases)

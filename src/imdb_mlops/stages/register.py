@@ -28,10 +28,13 @@ from rich.table import Table
 from imdb_mlops.common.files import atomic_outputs, read_json, write_json
 from imdb_mlops.config import Params
 from imdb_mlops.registry.lineage import lineage_tags
+from imdb_mlops.registry.model_card import CARD_ARTIFACT, as_description, classifier_card, portable_name
+from imdb_mlops.registry.predict import predict_chunked
 from imdb_mlops.registry.promotion import promotion_gate, record_decision
 from imdb_mlops.registry.publish import ModelPackage, ensure_registered_model, log_and_register, pinned_requirements
 from imdb_mlops.registry.tracking import portable_uri, read_run_file, setup_mlflow, tracking_uri
-from imdb_mlops.registry.versions import CHALLENGER, CHAMPION, versions_of_run
+from imdb_mlops.registry.versions import CHALLENGER, CHAMPION, load_pyfunc, versions_of_run
+from imdb_mlops.scoring.behaviour import behaviour_tags, run_behaviour_suite
 from imdb_mlops.serving.settings import (
     CLASSIFIER_INPUT_EXAMPLE,
     CLASSIFIER_MODEL_FILE,
@@ -57,6 +60,7 @@ def register(
     onnx_report_path: Path,
     report_path: Path,
     project_dir: Path = Path("."),
+    data_report_path: Path = Path("reports/data.json"),
 ) -> dict[str, Any]:
     """Run the stage; returns (and writes to ``report_path``) the version and the gate decision."""
     from mlflow import MlflowClient
@@ -92,8 +96,18 @@ def register(
                 params, client, run_id, (onnx_dir, model_dir), settings, (test_metrics, onnx_report), project_dir
             )
         client.set_registered_model_alias(cfg.model_name, CHALLENGER, model_version.version)
-        decision = promotion_gate(params, client, model_version.version, raw_dir)
+        behaviour = check_behaviour(client, cfg.model_name, model_version.version, run_id, cfg)
+        decision = promotion_gate(params, client, model_version.version, raw_dir, behaviour)
         record_decision(client, cfg.model_name, model_version.version, run_id, decision)
+        card_facts = {
+            "metrics": test_metrics,
+            "onnx": onnx_report,
+            "settings": settings,
+            "behaviour": behaviour,
+            "gate": decision,
+            "data": read_json(data_report_path, "run the ingest stage first (dvc repro ingest)"),
+        }
+        publish_card(params, client, model_version.version, run_id, card_facts, project_dir)
 
     report = {
         "model_name": cfg.model_name,
@@ -144,13 +158,67 @@ def log_version(
     return model_version
 
 
+def check_behaviour(client: Any, name: str, version: str, run_id: str, cfg: Any) -> dict[str, Any]:
+    """The behavioural suite on the registered version as served; pass rates as ``behaviour.*``
+    version tags and ``behaviour_*_pass_rate`` metrics of the training run."""
+    import mlflow
+
+    model = load_pyfunc(f"models:/{name}/{version}")
+    result = run_behaviour_suite(
+        lambda texts: predict_chunked(model, texts, cfg.max_texts_per_request, cfg.max_text_chars, "behaviour cases")[
+            "positive_probability"
+        ].to_numpy()
+    )
+    for key, value in behaviour_tags(result).items():
+        client.set_model_version_tag(name, version, key, value)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({f"behaviour_{f}_pass_rate": info["pass_rate"] for f, info in result["families"].items()})
+        mlflow.log_dict(result, "behaviour.json")
+    table = Table(title=f"Behavioural checks (suite version {result['suite_version']})")
+    for column in ("family", "cases", "pass rate", "weakest test"):
+        table.add_column(column, justify="left" if column in ("family", "weakest test") else "right")
+    for family, info in result["families"].items():
+        weakest = min(info["tests"].items(), key=lambda item: item[1])
+        table.add_row(family, str(info["cases"]), f"{info['pass_rate']:.2%}", f"{weakest[0]} ({weakest[1]:.0%})")
+    console.print(table)
+    return result
+
+
+def publish_card(
+    params: Params, client: Any, version: str, run_id: str, facts: dict[str, Any], project_dir: Path
+) -> None:
+    """The version's model card: its description (rendered by the UI) and the run's ``model_card.md``."""
+    import mlflow
+
+    cfg = params.registry
+    tags = client.get_model_version(cfg.model_name, version).tags
+    card = classifier_card(
+        {
+            **facts,
+            "model_name": cfg.model_name,
+            "version": version,
+            "run_id": run_id,
+            "base_model": portable_name(params.model.name, project_dir),
+            "data_source": portable_name(params.data.source, project_dir, "data.source"),
+            "params_digest": tags.get("params_digest", ""),
+            "git_commit": tags.get("git.commit", "unknown"),
+            "hashes": {k.removeprefix("dvc."): v for k, v in tags.items() if k.startswith("dvc.data/")},
+            "confidence_level": params.evaluate.confidence_level,
+        }
+    )
+    client.update_model_version(cfg.model_name, version, description=as_description(card))
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_text(card, CARD_ARTIFACT)
+
+
 def description(test_metrics: dict[str, Any], settings: dict[str, Any], params: Params) -> str:
-    """The version's description in the registry UI."""
+    """The version's first description, until its model card replaces it."""
     figures = ", ".join(
         f"{key} {test_metrics[key]:.4f}" for key in ("accuracy", "f1", "roc_auc") if key in test_metrics
     )
     return (
-        f"IMDB sentiment classifier fine-tuned from {params.model.name}. Test ({test_metrics.get('n', '?')} reviews): "
+        f"IMDB sentiment classifier fine-tuned from {portable_name(params.model.name)}. "
+        f"Test ({test_metrics.get('n', '?')} reviews): "
         f"{figures}. Serves ONNX {settings['cpu_variant']} on CPU, {settings['gpu_variant']} on GPU "
         f"(shipped: {', '.join(settings['shipped'])}). Input: review texts; output: label, probability."
     )
