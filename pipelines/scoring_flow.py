@@ -20,7 +20,7 @@ except ImportError:  # pragma: no cover - run as a file by a worker
     from pipelines import _prefect_env  # noqa: F401
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from imdb_mlops.config import load_params
 from imdb_mlops.scoring.batch import score
@@ -33,6 +33,30 @@ def score_reviews(input_path: str, out_dir: str, model: str | None, project_dir:
     return score(params, Path(input_path), Path(out_dir), model, root / "data" / "raw", project_dir=root)
 
 
+DRIFT_ROWS = (
+    ("review length (words, median)", "length_words", "reference_median", "median", "psi"),
+    ("unknown-token rate", "unknown_token_rate", "reference", "current", None),
+    ("predicted positive share", "predicted_labels", "reference_positive_share", "positive_share", "psi"),
+)
+
+
+def drift_table(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The drift checks as rows of a Prefect table artifact."""
+    rows = []
+    for title, check, reference, current, psi in DRIFT_ROWS:
+        entry = report["drift"][check]
+        rows.append(
+            {
+                "check": title,
+                "reference": entry[reference],
+                "current": entry[current],
+                "psi": entry[psi] if psi else None,
+                "status": "warning" if entry.get("warning") else "ok",
+            }
+        )
+    return rows
+
+
 def drift_markdown(report: dict[str, Any], out_dir: str) -> str:
     drift = report["drift"]
     lines = [
@@ -43,12 +67,7 @@ def drift_markdown(report: dict[str, Any], out_dir: str) -> str:
         "| check | reference | current | PSI | status |",
         "|---|---|---|---|---|",
     ]
-    rows = (
-        ("review length (words, median)", "length_words", "reference_median", "median", "psi"),
-        ("unknown-token rate", "unknown_token_rate", "reference", "current", None),
-        ("predicted positive share", "predicted_labels", "reference_positive_share", "positive_share", "psi"),
-    )
-    for title, check, reference, current, psi in rows:
+    for title, check, reference, current, psi in DRIFT_ROWS:
         entry = drift[check]
         status = "**warning**" if entry.get("warning") else "ok"
         lines.append(f"| {title} | {entry[reference]} | {entry[current]} | {entry[psi] if psi else ''} | {status} |")
@@ -73,6 +92,11 @@ def scoring_flow(
     for warning in report["warnings"]:
         logger.warning("drift: %s", warning)
     create_markdown_artifact(key="imdb-scoring-drift", markdown=drift_markdown(report, out), description="Drift report")
+    create_table_artifact(
+        key="imdb-scoring-drift-table",
+        table=drift_table(report),
+        description=f"Drift of {report['reviews']:,} reviews scored by version {report['model_version']}",
+    )
     return {**report, "out_dir": out}
 
 

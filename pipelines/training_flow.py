@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover
     from pipelines import _prefect_env  # noqa: F401
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.runtime import flow_run
 
 from imdb_mlops.common.errors import ParamsError
@@ -52,6 +52,24 @@ def reproduce_stage(stage: str, project_dir: str) -> StageResult:
     result = run_stage(stage, Path(project_dir), log=logger.info)
     logger.info("stage %s %s in %.1f s", stage, "ran" if result.ran else "skipped (unchanged)", result.seconds)
     return result
+
+
+def mlflow_run_link(root: Path, run_id: str) -> tuple[str, str]:
+    """The MLflow UI page of the training run: on the tracking server, or on `mlflow ui` over the
+    project's SQLite store (default port 5000)."""
+    from mlflow import MlflowClient
+
+    from imdb_mlops.registry.tracking import tracking_uri
+
+    uri = tracking_uri(root)
+    experiment = MlflowClient(tracking_uri=uri).get_run(run_id).info.experiment_id
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    text = f"MLflow run {run_id[:8]}" + (
+        ""
+        if base != "http://127.0.0.1:5000" or uri.startswith("http")
+        else " (start `mlflow ui --backend-store-uri sqlite:///mlflow.db` to open it)"
+    )
+    return f"{base}/#/experiments/{experiment}/runs/{run_id}", text
 
 
 def notify_failure(flow_: Any, run: Any, state: Any) -> None:
@@ -110,6 +128,9 @@ def training_flow(
     run_id = tag_training_run(root, applied, str(flow_run.id) if flow_run.id else None)
     markdown = summary_markdown(root, results, applied, run_id)
     create_markdown_artifact(key="imdb-training-summary", markdown=markdown, description="Stages, metrics, registry")
+    if run_id:
+        link, text = mlflow_run_link(root, run_id)
+        create_link_artifact(key="imdb-training-mlflow-run", link=link, link_text=text, description="The MLflow run")
     registered = read_json(root / "reports" / "register.json")
     generation = read_json(root / "reports" / "generation.json")
     return {

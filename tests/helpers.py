@@ -207,6 +207,7 @@ TINY_PIPELINE_PARAMS = {
     "evaluate.bootstrap_samples": 200,
     "tracking.system_metrics": False,
     "export.latency_samples": 8,
+    "registry.behaviour_min_pass": None,  # tiny models of synthetic reviews know no English
 }
 
 

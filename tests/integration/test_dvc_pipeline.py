@@ -54,6 +54,7 @@ def built(tmp_path_factory, tiny_distilbert, tiny_gpt2) -> Path:
             "train.logging_steps": 2,
             "train.learning_rate": 1e-3,
             "evaluate.bootstrap_samples": 200,
+            "registry.behaviour_min_pass": None,  # a tiny model of synthetic reviews knows no English
             "generation.model": str(tiny_gpt2),
             **TINY_GENERATION_PARAMS,
         },

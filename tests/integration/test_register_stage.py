@@ -48,6 +48,7 @@ def make_params(model_dir: Path, source: Path, **sections: dict) -> Params:
     tree["tracking"]["system_metrics"] = False
     tree["evaluate"]["bootstrap_samples"] = 100
     tree["export"]["latency_samples"] = 8
+    tree["registry"]["behaviour_min_pass"] = None  # tiny models of synthetic reviews know no English
     tree["train"].update(
         {
             "eval_strategy": "steps",
@@ -175,6 +176,29 @@ def test_a_better_challenger_takes_champion(world, registered, client):
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert "pytorch_model" in artifacts
     assert "model.safetensors" in {Path(a.path).name for a in client.list_artifacts(run_id, "pytorch_model")}
+
+
+def test_the_model_card_is_the_description_and_matches_the_reports(world, registered, client):
+    import re
+
+    report, paths = registered["strong"], world["candidates"]["strong"]
+    version = client.get_model_version(MODEL, str(report["version"]))
+    card = version.description
+    for section in ("Intended use and limits", "Training data", "Model", "Test metrics", "ONNX parity",
+                    "Behavioural checks", "Promotion", "How to reproduce"):  # fmt: skip
+        assert f"## {section}" in card, section
+    assert "### Accuracy by length tokens" in card
+    assert str(world["root"]) not in card and not re.search(r"[\s`'(]/(tmp|work|home|root|usr)/", card), card
+    metrics = json.loads((paths["reports"] / "metrics.json").read_text())
+    rows = dict(re.findall(r"^\| (accuracy|f1|roc_auc|precision|recall) \| ([0-9.]+) \|", card, flags=re.M))
+    assert rows == {k: f"{metrics[k]:.4f}" for k in ("accuracy", "precision", "recall", "f1", "roc_auc")}
+    low, high = metrics["ci"]["accuracy"]["low"], metrics["ci"]["accuracy"]["high"]
+    assert f"| accuracy | {metrics['accuracy']:.4f} | {low:.4f} - {high:.4f} |" in card
+    assert "Fine-tuned from `tiny`" in card and "Source `imdb`" in card  # portable names
+    tags = version.tags
+    assert {"behaviour.mft", "behaviour.invariance", "behaviour.directional", "behaviour.suite_version"} <= set(tags)
+    artifact = client.download_artifacts(report["run_id"], "model_card.md", str(world["root"] / "card"))
+    assert Path(artifact).read_text() == card  # short enough to be whole in the description
 
 
 def test_a_worse_challenger_is_not_promoted(registered):

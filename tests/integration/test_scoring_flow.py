@@ -56,6 +56,8 @@ def test_scoring_flow_writes_predictions_and_a_clean_drift_report(scoring_env, t
     drift = json.loads((tmp_path / "out" / "drift.json").read_text())
     assert drift["warnings"] == [] and drift["drift"]["length_words"]["psi"] < 0.2
     assert Artifact.get("imdb-scoring-drift").data.count("| ok |") == 3
+    table = json.loads(Artifact.get("imdb-scoring-drift-table").data)
+    assert [row["status"] for row in table] == ["ok"] * 3 and table[0]["check"] == "review length (words, median)"
 
 
 def test_a_drifted_batch_raises_warnings(scoring_env, tmp_path):

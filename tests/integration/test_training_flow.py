@@ -67,6 +67,22 @@ def test_full_run_reproduces_every_stage_and_leaves_dvc_up_to_date(flow_project)
     assert "| train | ran |" in summary and "imdb-sentiment** version **1**" in summary
     assert result["mlflow_run_id"] in summary and "accuracy" in summary
     assert "imdb-review-generator** version **1**" in summary and "control accuracy" in summary
+    link = Artifact.get("imdb-training-mlflow-run")
+    assert link.type == "link" and link.data.startswith("[MLflow run ")
+    assert (
+        f"http://127.0.0.1:5000/#/experiments/{tags_experiment(project, result)}/runs/{result['mlflow_run_id']}"
+        in link.data
+    )
+
+
+def tags_experiment(project, result) -> str:
+    from mlflow import MlflowClient
+
+    return (
+        MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+        .get_run(result["mlflow_run_id"])
+        .info.experiment_id
+    )
 
 
 def test_second_run_skips_every_stage(flow_project):

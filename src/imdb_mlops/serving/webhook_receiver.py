@@ -92,6 +92,8 @@ def serve_receiver(events: ChampionEvents, secret: str, host: str, port: int) ->
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "prefect.events.clients", "EventsWorker"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if noisy == "httpx" else logging.ERROR)
     warn_unreachable_webhooks(events.client, host, port)
     log.info(
         "receiving MLflow registry events for %s at http://%s:%d%s (tracking %s)",

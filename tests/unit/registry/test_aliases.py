@@ -33,3 +33,48 @@ def test_rollback_skips_versions_deleted_since_they_were_champion(client):
     ):
         rollback(client, MODEL)
     assert str(client.get_registered_model(MODEL).aliases["champion"]) == "3"  # nothing moved
+
+
+def test_history_records_each_move_with_its_source_and_reads_the_first_format(client):
+    import json
+
+    from imdb_mlops.registry.history import HISTORY_TAG, history_entries
+
+    client.set_registered_model_tag(MODEL, HISTORY_TAG, json.dumps(["1", "2"]))  # written by older versions
+    client.set_registered_model_alias(MODEL, "champion", "2")
+    promote(client, MODEL, "3", reason="better")
+    assert rollback(client, MODEL) == ("3", "2")
+    assert rollback(client, MODEL) == ("2", "1")
+    entries = history_entries(client, MODEL)
+    assert [(e.action, e.version, e.previous, e.source) for e in entries[2:]] == [
+        ("set", "3", "2", "cli"),
+        ("rollback", "2", "3", "rollback"),
+        ("rollback", "1", "2", "rollback"),
+    ]
+    assert champion_history(client, MODEL) == ["1"]
+    assert entries[2].reason == "better" and entries[2].at.endswith("+00:00")
+
+
+def test_a_failed_alias_move_leaves_no_history_entry(client):
+    from imdb_mlops.registry.aliases import set_champion
+
+    promote(client, MODEL, "1")
+    with pytest.raises(Exception, match="99"):
+        set_champion(client, MODEL, "99", "no such version")
+    assert champion_history(client, MODEL) == ["1"]
+
+
+def test_the_gate_never_promotes_a_version_failing_the_behaviour_criterion(client, tmp_path):
+    import yaml
+
+    from helpers import REPO_ROOT
+    from imdb_mlops.config import validate_params
+    from imdb_mlops.registry.promotion import promotion_gate
+
+    tree = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    tree["registry"]["behaviour_min_pass"] = 0.8
+    behaviour = {"families": {"mft": {"pass_rate": 0.74}, "invariance": {"pass_rate": 0.98}}}
+    decision = promotion_gate(validate_params(tree), client, "1", tmp_path, behaviour)
+    assert decision["action"] == "refused_behaviour" and not decision["passes"]
+    assert decision["reason"] == "behavioural checks below registry.behaviour_min_pass 0.8: mft 0.74"
+    assert "champion" not in client.get_registered_model(MODEL).aliases
