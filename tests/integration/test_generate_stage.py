@@ -129,6 +129,10 @@ def test_first_generator_is_champion_and_the_command_prints_its_reviews(generate
     client = client_of(generated)
     version = client.get_model_version_by_alias("imdb-review-generator", "champion")
     assert str(version.version) == "1" and version.tags["generation_run_id"]
+    card = version.description  # the model card
+    report = json.loads((generated / "reports" / "generation.json").read_text())
+    assert card.startswith("# imdb-review-generator version 1") and "## Samples" in card
+    assert f"| control accuracy | {report['control_accuracy']:.4f} |" in card and str(generated) not in card
     args = ("write-reviews", "--sentiment", "positive", "--prompt", "This movie", "-n", "2", "--seed", "11", "--json")
     first = run_cli(*args, cwd=generated)
     assert first.returncode == 0, first.stderr[-2000:]

