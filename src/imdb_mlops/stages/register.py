@@ -33,7 +33,7 @@ from imdb_mlops.registry.predict import predict_chunked
 from imdb_mlops.registry.promotion import promotion_gate, record_decision
 from imdb_mlops.registry.publish import ModelPackage, ensure_registered_model, log_and_register, pinned_requirements
 from imdb_mlops.registry.tracking import portable_uri, read_run_file, setup_mlflow, tracking_uri
-from imdb_mlops.registry.versions import CHALLENGER, CHAMPION, load_pyfunc, versions_of_run
+from imdb_mlops.registry.versions import CHALLENGER, CHAMPION, versions_of_run
 from imdb_mlops.scoring.behaviour import behaviour_tags, run_behaviour_suite
 from imdb_mlops.serving.settings import (
     CLASSIFIER_INPUT_EXAMPLE,
@@ -96,7 +96,9 @@ def register(
                 params, client, run_id, (onnx_dir, model_dir), settings, (test_metrics, onnx_report), project_dir
             )
         client.set_registered_model_alias(cfg.model_name, CHALLENGER, model_version.version)
-        behaviour = check_behaviour(client, cfg.model_name, model_version.version, run_id, cfg)
+        behaviour = check_behaviour(
+            served_model(onnx_dir, settings), client, (cfg.model_name, model_version.version), run_id, cfg
+        )
         decision = promotion_gate(params, client, model_version.version, raw_dir, behaviour)
         record_decision(client, cfg.model_name, model_version.version, run_id, decision)
         card_facts = {
@@ -158,17 +160,41 @@ def log_version(
     return model_version
 
 
-def check_behaviour(client: Any, name: str, version: str, run_id: str, cfg: Any) -> dict[str, Any]:
-    """The behavioural suite on the registered version as served; pass rates as ``behaviour.*``
-    version tags and ``behaviour_*_pass_rate`` metrics of the training run."""
+class _Predictor:
+    """A loaded PythonModel with the pyfunc's ``predict(frame)``."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def predict(self, frame: Any) -> Any:
+        return self.model.predict(None, frame)
+
+
+def served_model(onnx_dir: Path, settings: dict[str, Any]) -> Any:
+    """The registered pyfunc's model class loaded from the same files it was logged with (no
+    download from the artifact store)."""
+    from types import SimpleNamespace
+
+    from imdb_mlops.serving.classifier_model import OnnxSentimentModel
+
+    model = OnnxSentimentModel()
+    with tempfile.TemporaryDirectory(prefix="register-") as tmp:
+        settings_path = Path(tmp) / "serving_config.json"
+        settings_path.write_text(json.dumps(settings))
+        model.load_context(SimpleNamespace(artifacts={"onnx": str(onnx_dir), "serving_config": str(settings_path)}))
+    return model
+
+
+def check_behaviour(model: Any, client: Any, version_of: tuple[str, str], run_id: str, cfg: Any) -> dict[str, Any]:
+    """The behavioural suite on the version as served; pass rates as ``behaviour.*`` version tags
+    and ``behaviour_*_pass_rate`` metrics of the training run."""
     import mlflow
 
-    model = load_pyfunc(f"models:/{name}/{version}")
+    name, version = version_of
     result = run_behaviour_suite(
-        lambda texts: predict_chunked(model, texts, cfg.max_texts_per_request, cfg.max_text_chars, "behaviour cases")[
-            "positive_probability"
-        ].to_numpy()
-    )
+        lambda texts: predict_chunked(_Predictor(model), texts, cfg.max_texts_per_request, cfg.max_text_chars,
+                                      "behaviour cases")["positive_probability"].to_numpy()
+    )  # fmt: skip
     for key, value in behaviour_tags(result).items():
         client.set_model_version_tag(name, version, key, value)
     with mlflow.start_run(run_id=run_id):

@@ -84,18 +84,22 @@ def test_a_move_the_cli_recorded_is_not_recorded_again(registry, prefect_down):
 
 @pytest.mark.parametrize(
     ("request_kwargs", "status", "reason"),
-    [
-        (alias_set("2", secret=None), 401, "unsigned delivery"),
-        (alias_set("2", secret="not-the-secret"), 401, "wrong signature"),
-        (alias_set("2", age_s=3600), 401, "replay"),
-        (delivery("model_version_alias.created", {"name": MODEL, "alias": "champion"}), 400, "payload lacks version"),
-        ({"content": "[]", "headers": alias_set("2")["headers"]}, 401, "wrong signature"),
+    [  # built when the test runs: a delivery signed at collection time could be too old by then
+        (lambda: alias_set("2", secret=None), 401, "unsigned delivery"),
+        (lambda: alias_set("2", secret="not-the-secret"), 401, "wrong signature"),
+        (lambda: alias_set("2", age_s=3600), 401, "replay"),
+        (
+            lambda: delivery("model_version_alias.created", {"name": MODEL, "alias": "champion"}),
+            400,
+            "payload lacks version",
+        ),
+        (lambda: {"content": "[]", "headers": alias_set("2")["headers"]}, 401, "wrong signature"),
     ],
     ids=["unsigned", "wrongly-signed", "replayed-late", "missing-field", "tampered-body"],
 )
 def test_bad_deliveries_are_refused_and_record_nothing(registry, request_kwargs, status, reason, caplog):
     app = TestClient(create_app(ChampionEvents(registry, MODEL), SECRET))
-    answer = app.post(WEBHOOK_PATH, **request_kwargs)
+    answer = app.post(WEBHOOK_PATH, **request_kwargs())
     assert answer.status_code == status and reason in answer.json()["error"]
     assert f"rejected ({status})" in caplog.text and reason in caplog.text
     assert [e.version for e in history_entries(registry, MODEL)] == ["1"]
