@@ -3,6 +3,7 @@ tracking server. The secret both share is ``$IMDB_MLOPS_WEBHOOK_SECRET``."""
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -17,9 +18,7 @@ DEFAULT_WEBHOOK = "imdb-mlops-champion"
 
 
 def _secret() -> str:
-    from imdb_mlops.registry.champion_events import receiver_secret
-
-    secret = receiver_secret()
+    secret = os.environ.get(SECRET_ENV)
     if not secret:
         raise PipelineError(
             f"{SECRET_ENV} is not set: the webhook's secret, which signs every delivery "

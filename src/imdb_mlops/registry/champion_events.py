@@ -14,7 +14,6 @@ Every delivery is handled at most once: its id is remembered, and the history en
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,7 +168,3 @@ class ChampionEvents:
             return False
         log.info("Prefect event for champion %s sent (it was pending)", latest.version)
         return True
-
-
-def receiver_secret() -> str | None:
-    return os.environ.get("IMDB_MLOPS_WEBHOOK_SECRET")

@@ -29,7 +29,6 @@ from imdb_mlops.common.files import atomic_outputs, read_json, write_json
 from imdb_mlops.config import Params
 from imdb_mlops.registry.lineage import lineage_tags
 from imdb_mlops.registry.model_card import CARD_ARTIFACT, as_description, classifier_card, portable_name
-from imdb_mlops.registry.predict import predict_chunked
 from imdb_mlops.registry.promotion import promotion_gate, record_decision
 from imdb_mlops.registry.publish import ModelPackage, ensure_registered_model, log_and_register, pinned_requirements
 from imdb_mlops.registry.tracking import portable_uri, read_run_file, setup_mlflow, tracking_uri
@@ -97,7 +96,7 @@ def register(
             )
         client.set_registered_model_alias(cfg.model_name, CHALLENGER, model_version.version)
         behaviour = check_behaviour(
-            served_model(onnx_dir, settings), client, (cfg.model_name, model_version.version), run_id, cfg
+            served_model(onnx_dir, settings), client, (cfg.model_name, model_version.version), run_id
         )
         decision = promotion_gate(params, client, model_version.version, raw_dir, behaviour)
         record_decision(client, cfg.model_name, model_version.version, run_id, decision)
@@ -160,16 +159,6 @@ def log_version(
     return model_version
 
 
-class _Predictor:
-    """A loaded PythonModel with the pyfunc's ``predict(frame)``."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def predict(self, frame: Any) -> Any:
-        return self.model.predict(None, frame)
-
-
 def served_model(onnx_dir: Path, settings: dict[str, Any]) -> Any:
     """The registered pyfunc's model class loaded from the same files it was logged with (no
     download from the artifact store)."""
@@ -185,16 +174,13 @@ def served_model(onnx_dir: Path, settings: dict[str, Any]) -> Any:
     return model
 
 
-def check_behaviour(model: Any, client: Any, version_of: tuple[str, str], run_id: str, cfg: Any) -> dict[str, Any]:
+def check_behaviour(model: Any, client: Any, version_of: tuple[str, str], run_id: str) -> dict[str, Any]:
     """The behavioural suite on the version as served; pass rates as ``behaviour.*`` version tags
     and ``behaviour_*_pass_rate`` metrics of the training run."""
     import mlflow
 
     name, version = version_of
-    result = run_behaviour_suite(
-        lambda texts: predict_chunked(_Predictor(model), texts, cfg.max_texts_per_request, cfg.max_text_chars,
-                                      "behaviour cases")["positive_probability"].to_numpy()
-    )  # fmt: skip
+    result = run_behaviour_suite(model.positive_probabilities)
     for key, value in behaviour_tags(result).items():
         client.set_model_version_tag(name, version, key, value)
     with mlflow.start_run(run_id=run_id):
