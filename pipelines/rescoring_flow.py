@@ -47,6 +47,7 @@ def rescoring_flow(
     logger = get_run_logger()
     root = Path(project_dir).resolve()
     batch = latest_batch(Path(scores_dir) if scores_dir else root / "scores")
+    # the trigger renders a missing previous_version (the first champion) as the text "None"
     if not previous_version or previous_version in ("None", version):
         reason = f"version {version} has no earlier champion to compare with"
     elif batch is None:

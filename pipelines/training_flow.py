@@ -63,12 +63,12 @@ def mlflow_run_link(root: Path, run_id: str) -> tuple[str, str]:
 
     uri = tracking_uri(root)
     experiment = MlflowClient(tracking_uri=uri).get_run(run_id).info.experiment_id
-    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-    text = f"MLflow run {run_id[:8]}" + (
-        ""
-        if base != "http://127.0.0.1:5000" or uri.startswith("http")
-        else " (start `mlflow ui --backend-store-uri sqlite:///mlflow.db` to open it)"
-    )
+    text = f"MLflow run {run_id[:8]}"
+    if uri.startswith(("http://", "https://")):
+        base = uri.rstrip("/")
+    else:  # a store the CLI opens itself: the page is there once `mlflow ui` serves it
+        base = "http://127.0.0.1:5000"
+        text += " (start `mlflow ui --backend-store-uri sqlite:///mlflow.db` to open it)"
     return f"{base}/#/experiments/{experiment}/runs/{run_id}", text
 
 

@@ -123,12 +123,17 @@ def score(
         "drift": drift_report(reference, scored, tokenizer, cfg),
     }
     report["warnings"] = [f"{name}: {d['warning']}" for name, d in report["drift"].items() if d.get("warning")]
-    with atomic_outputs(out_dir, owner="score") as (tmp,):
-        tmp.mkdir()
-        scored.to_parquet(tmp / "predictions.parquet", index=False)
-        write_json(tmp / "drift.json", report)
+    write_scores(out_dir, "score", scored, ("drift.json", report))
     _print_report(report)
     return report
+
+
+def write_scores(out_dir: Path, owner: str, predictions: pd.DataFrame, report: tuple[str, dict[str, Any]]) -> None:
+    """``out_dir`` made atomically: ``predictions.parquet`` and the report (file name, content)."""
+    with atomic_outputs(out_dir, owner=owner) as (tmp,):
+        tmp.mkdir()
+        predictions.to_parquet(tmp / "predictions.parquet", index=False)
+        write_json(tmp / report[0], report[1])
 
 
 def _print_report(report: dict[str, Any]) -> None:

@@ -107,6 +107,7 @@ def suite_texts(suite: BehaviourSuite) -> dict[str, list[Any]]:
             invariance.append((t.name, [t.template.format_map({**fixed, t.vary: v}) for v in lex[t.vary]]))
     directional = []
     for t in suite.directional:
+        # each base in its first two fillings, each with every filling of the added phrase
         pairs = [(text, text + add) for base in t.bases for text in expand(base, lex, 2) for add in expand(t.add, lex)]
         directional += [(t.name, before, after, t.direction, t.tolerance) for before, after in pairs[: t.max_cases * 2]]
     return {"mft": mft, "invariance": invariance, "directional": directional}

@@ -18,11 +18,11 @@ from rich.console import Console
 from rich.table import Table
 
 from imdb_mlops.common.errors import PipelineError
-from imdb_mlops.common.files import atomic_outputs, write_json
 from imdb_mlops.common.labels import LABELS
 from imdb_mlops.config import Params
 from imdb_mlops.registry.predict import predict_chunked
 from imdb_mlops.registry.versions import connect, get_version, load_pyfunc
+from imdb_mlops.scoring.batch import write_scores
 
 console = Console(stderr=True)
 
@@ -87,10 +87,7 @@ def compare_champions(
         label_new=current["label"],
         positive_probability_new=current["positive_probability"],
     )
-    with atomic_outputs(out_dir, owner="rescore") as (tmp,):
-        tmp.mkdir()
-        table.to_parquet(tmp / "predictions.parquet", index=False)
-        write_json(tmp / "comparison.json", report)
+    write_scores(out_dir, "rescore", table, ("comparison.json", report))
     print_comparison(report)
     return report
 
