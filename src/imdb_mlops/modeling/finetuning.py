@@ -21,7 +21,6 @@ from transformers import TrainerCallback
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.common.numbers import numeric_metrics
 from imdb_mlops.config import GeneratorFinetuneConfig, Params, TrainConfig
-from imdb_mlops.modeling.capabilities import Capabilities, detect
 
 CHECKPOINT_ROOT = Path("models/checkpoints")
 console = Console(stderr=True)
@@ -121,29 +120,6 @@ def run_key(payload: dict[str, Any]) -> str:
     """A short digest of what makes two runs the same run: same key, same checkpoint folder, so a
     restarted run resumes."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def choose_precision(
-    requested: str, device: str, key: str = "train.precision", caps: Capabilities | None = None
-) -> str:
-    """The precision to train in. ``auto``: bf16 (else fp16) on a GPU; bf16 autocast on a CPU with
-    native bf16 (AMX or AVX-512 BF16, :mod:`imdb_mlops.modeling.capabilities`); fp32 elsewhere."""
-    caps = caps or detect()
-    if device == "cuda":
-        if requested == "auto":
-            return "bf16" if caps.cuda_bf16 else "fp16"
-        return requested
-    if requested == "auto":
-        return "bf16" if device == "cpu" and caps.cpu_bf16 else "fp32"
-    if requested == "fp16":
-        raise PipelineError(f"{key}: fp16 needs a GPU; this machine has none (use auto, bf16 or fp32)")
-    if requested == "bf16" and not (device == "cpu" and caps.cpu_bf16):
-        has = ", ".join(sorted(caps.cpu_flags)) or "none of them"
-        raise PipelineError(
-            f"{key}: bf16 needs a GPU or a CPU with native bf16 (AMX or AVX-512 BF16); this CPU "
-            f"({caps.cpu_model}) has {has} (use auto or fp32)"
-        )
-    return requested
 
 
 def out_of_memory_error(exc: BaseException, batch_size: int, device: str) -> BaseException:

@@ -166,6 +166,36 @@ def control_accuracy(samples: list[dict[str, Any]]) -> float:
     return round(float(np.mean([s["on_target"] for s in samples])), 4) if samples else 0.0
 
 
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (sound at 0, 1 and small ``n``, unlike the normal one)."""
+    from scipy.stats import norm
+
+    if n == 0:
+        return 0.0, 1.0
+    z = float(norm.ppf(0.5 + confidence / 2))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return round(float(max(0.0, centre - half)), 4), round(float(min(1.0, centre + half)), 4)
+
+
+def control_report(
+    samples: list[dict[str, Any]], sentiments: tuple[str, ...], confident_at: float = 0.9
+) -> dict[str, Any]:
+    """Control accuracy overall and per asked sentiment, each with its 95% Wilson interval, and the
+    share the classifier gives the asked sentiment a probability of at least ``confident_at``."""
+    report: dict[str, Any] = {}
+    for suffix, group in [("", samples)] + [(f"_{s}", [x for x in samples if x["sentiment"] == s]) for s in sentiments]:
+        hits = sum(bool(x["on_target"]) for x in group)
+        low, high = wilson_interval(hits, len(group))
+        report[f"control_accuracy{suffix}"] = control_accuracy(group)
+        report[f"control_accuracy{suffix}_ci_low"] = low
+        report[f"control_accuracy{suffix}_ci_high"] = high
+    confident = [x["on_target"] and x["classifier_probability"] >= confident_at for x in samples]
+    report["confident_share"] = round(float(np.mean(confident)), 4) if samples else 0.0
+    return report
+
+
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 

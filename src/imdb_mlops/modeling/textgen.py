@@ -18,17 +18,21 @@ from imdb_mlops.common.labels import LABELS
 
 CONTROL_CODES = {label: f"<|{label}|>" for label in LABELS}  # <|negative|>, <|positive|>
 SENTIMENTS = LABELS
+OPPOSITE = {LABELS[0]: LABELS[1], LABELS[1]: LABELS[0]}
 
 
 class GenerationRequestError(ValueError):
     """A generation request that cannot be served (unknown sentiment, too long, bad decoding)."""
 
 
-def add_control_codes(model: Any, tokenizer: Any) -> None:
+def add_control_codes(model: Any, tokenizer: Any, code_words: dict[str, str] | None = None) -> None:
     """Add the control codes (and a pad token) to ``tokenizer``; grow ``model``'s embeddings to match.
 
     New embedding rows start at the mean of the existing ones (transformers' mean resizing), so an
-    untrained code perturbs the model little."""
+    untrained code perturbs the model little; with ``code_words`` (``generation.code_words``) each new
+    code starts at the mean embedding of its sentiment's words instead, so a pretrained model reads it
+    as that sentiment before any fine-tuning."""
+    import torch
     from tokenizers import AddedToken
 
     missing = [code for code in CONTROL_CODES.values() if code not in tokenizer.get_vocab()]
@@ -40,6 +44,13 @@ def add_control_codes(model: Any, tokenizer: Any) -> None:
         tokenizer.pad_token = tokenizer.eos_token
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))
+        embeddings = model.get_input_embeddings().weight
+        for sentiment, words in (code_words or {}).items():
+            if CONTROL_CODES[sentiment] not in missing or not words.strip():
+                continue
+            ids = tokenizer(" " + words.strip(), add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                embeddings[tokenizer.convert_tokens_to_ids(CONTROL_CODES[sentiment])] = embeddings[ids].mean(0)
     model.config.pad_token_id = tokenizer.pad_token_id
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -99,8 +110,14 @@ def generate_texts(
 
     Prompts are generated ``decoding.batch_size`` at a time, left-padded so that every row's last
     prompt token sits at the same position; the RNG is seeded once with ``decoding.seed``, so the
-    same requests with the same settings give the same texts. Returns (texts, new tokens)."""
+    same requests with the same settings give the same texts. With ``decoding.guidance_scale`` > 1
+    each row is guided away from the opposite control code (:mod:`imdb_mlops.modeling.guidance`).
+    Runs under bf16 autocast where ``decoding.precision`` resolves to it on this machine.
+    Returns (texts, new tokens)."""
     import torch
+
+    from imdb_mlops.modeling.capabilities import autocast, choose_precision
+    from imdb_mlops.modeling.guidance import guided_generate, left_padded
 
     limit = context_length(model)
     encoded = [prompt_ids(tokenizer, sentiment, prompt) for sentiment, prompt in requests]
@@ -111,25 +128,26 @@ def generate_texts(
             f"the model's context of {limit} tokens"
         )
     device = next(model.parameters()).device
-    kwargs = generation_kwargs(decoding, tokenizer)
-    pad = tokenizer.pad_token_id
-    eos = tokenizer.eos_token_id
+    precision = choose_precision(decoding.precision, device.type, "generation.decoding.precision")
+    codes = [code_id(tokenizer, sentiment) for sentiment in SENTIMENTS]
+    kwargs = {**generation_kwargs(decoding, tokenizer), "suppress_tokens": codes}
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     torch.manual_seed(decoding.seed)
     texts: list[str] = []
     new_tokens = 0
     model.eval()
     for start in range(0, len(encoded), decoding.batch_size):
         batch = encoded[start : start + decoding.batch_size]
-        width = max(len(ids) for ids in batch)
-        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ids in enumerate(batch):  # left padding
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            attention[row, width - len(ids) :] = 1
-        with torch.inference_mode():
-            output = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
-        continuation = output[:, width:].cpu()
-        for row, (_, prompt) in enumerate(requests[start : start + decoding.batch_size]):
+        batch_requests = requests[start : start + decoding.batch_size]
+        with torch.inference_mode(), autocast(precision, device.type):
+            if decoding.guidance_scale != 1:
+                opposite = [prompt_ids(tokenizer, OPPOSITE[sentiment], prompt) for sentiment, prompt in batch_requests]
+                continuation = guided_generate(model, batch, opposite, decoding, pad, eos, codes)
+            else:
+                input_ids, attention = left_padded(batch, pad)
+                output = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
+                continuation = output[:, input_ids.shape[1] :].cpu()
+        for row, (_, prompt) in enumerate(batch_requests):
             tokens = continuation[row].tolist()
             if eos in tokens:
                 tokens = tokens[: tokens.index(eos) + 1]

@@ -8,7 +8,7 @@ from typing import Any
 
 from imdb_mlops.config.overrides import as_yaml_scalar, parse_assignments, resolve_overrides
 
-OFFLINE_GENERATOR_PROFILE = "scratch-generator"  # no pretrained GPT-2 without the hub: a small one from scratch
+OFFLINE_GENERATOR_PROFILE = "smollm2-generator"  # no GPT-2 without the hub: the packaged SmolLM2 GGUF instead
 
 
 def experiment_overrides(

@@ -6,7 +6,9 @@ and ``generation_settings.json`` (the decoding settings the stage used, the defa
 
 Input: a DataFrame (or list of dicts) with columns ``prompt`` and ``sentiment``
 (``positive``/``negative``), one row per review wanted. Params (all optional): ``max_new_tokens``,
-``strategy`` (sample/greedy), ``temperature``, ``top_k``, ``top_p``, ``repetition_penalty``, ``seed``.
+``strategy`` (sample/greedy), ``temperature``, ``top_k``, ``top_p``, ``repetition_penalty``, ``seed``,
+``guidance_scale`` (classifier-free guidance against the opposite code; 1 = off). Decoding runs in
+bf16 autocast where the serving machine has native bf16 (``decoding.precision: auto``).
 Output: a DataFrame with ``prompt``, ``sentiment`` and ``text`` (the prompt and its continuation).
 A bad request (unknown sentiment, bad decoding value, too long) is refused with
 ``INVALID_PARAMETER_VALUE`` (HTTP 400 from ``mlflow models serve``).
@@ -76,7 +78,7 @@ def _typed(values: dict[str, Any]) -> dict[str, Any]:
     for key in ("max_new_tokens", "top_k", "seed", "batch_size"):
         if key in out and isinstance(out[key], float) and float(out[key]).is_integer():
             out[key] = int(out[key])
-    for key in ("temperature", "top_p", "repetition_penalty"):
+    for key in ("temperature", "top_p", "repetition_penalty", "guidance_scale"):
         if key in out and isinstance(out[key], int):
             out[key] = float(out[key])
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in out.items()}

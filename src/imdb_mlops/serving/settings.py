@@ -122,6 +122,7 @@ def generator_signature(decoding: DecodingConfig) -> Any:
                 ParamSpec("top_p", "double", float(decoding.top_p)),
                 ParamSpec("repetition_penalty", "double", float(decoding.repetition_penalty)),
                 ParamSpec("seed", "long", decoding.seed),
+                ParamSpec("guidance_scale", "double", float(decoding.guidance_scale)),
             ]
         ),
     )

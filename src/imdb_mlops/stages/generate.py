@@ -38,12 +38,12 @@ from imdb_mlops.config import GenerationConfig, Params
 from imdb_mlops.data.sampling import stratified_sample
 from imdb_mlops.data.sources import read_unlabelled
 from imdb_mlops.data.splits import read_split
-from imdb_mlops.modeling.capabilities import capability_tags
+from imdb_mlops.modeling.capabilities import capability_tags, choose_precision
 from imdb_mlops.modeling.classifier import load_trained_classifier, predict_positive
 from imdb_mlops.modeling.decoder import check_lengths, finetune, load_generator, perplexity
 from imdb_mlops.modeling.encoding import encode_texts
 from imdb_mlops.modeling.finetuning import CHECKPOINT_ROOT, device_name
-from imdb_mlops.modeling.metrics import control_accuracy, distinct_n
+from imdb_mlops.modeling.metrics import control_report, distinct_n
 from imdb_mlops.modeling.textgen import CONTROL_CODES, SENTIMENTS, GenerationRequestError, generate_texts
 from imdb_mlops.registry.aliases import current_champion, set_champion
 from imdb_mlops.registry.model_card import CARD_ARTIFACT, as_description, generator_card, portable_name
@@ -80,6 +80,7 @@ def generate(
     import transformers
 
     cfg = params.generation
+    stage_started = time.perf_counter()
     # --- read
     train_frame = read_split(raw_dir, "train")
     held_out = stratified_sample(read_split(raw_dir, "validation"), cfg.perplexity_samples, params.seed)
@@ -91,9 +92,10 @@ def generate(
     model.to(device)
 
     # --- compute (fine-tuning and samples tracked in the stage's own MLflow run)
+    precision = choose_precision(cfg.decoding.precision, device, "generation.decoding.precision")
     perplexity_texts, perplexity_labels = held_out["text"].tolist(), [int(v) for v in held_out["label"]]
-    block = cfg.finetune.block_size
-    before = perplexity(model, tokenizer, perplexity_texts, perplexity_labels, block)
+    held_out_args = (perplexity_texts, perplexity_labels, cfg.finetune.block_size, cfg.finetune.review_part, precision)
+    before = perplexity(model, tokenizer, *held_out_args)
     console.print(f"Perplexity on {len(perplexity_texts)} held-out reviews before fine-tuning: {before:.2f}")
     experiment_id = setup_mlflow(params)
     with mlflow.start_run(experiment_id=experiment_id, run_name="generate") as run:
@@ -102,9 +104,7 @@ def generate(
         if cfg.finetune.enabled:
             texts, sentiments = training_texts(params, train_frame)
             training = finetune(params, model, tokenizer, texts, sentiments, checkpoint_root, device)
-        after = (
-            perplexity(model, tokenizer, perplexity_texts, perplexity_labels, block) if cfg.finetune.enabled else before
-        )
+        after = perplexity(model, tokenizer, *held_out_args) if cfg.finetune.enabled else before
         console.print(f"Perplexity after fine-tuning: {after:.2f}")
 
         requests = generation_requests(cfg)
@@ -122,9 +122,15 @@ def generate(
             "perplexity_reviews": len(perplexity_texts),
             "new_tokens": new_tokens,
             "new_tokens_per_second": round(new_tokens / seconds, 2) if seconds > 0 else None,
+            "generation_seconds": round(seconds, 1),
+            "guidance_scale": cfg.decoding.guidance_scale,
+            "decoding_precision": precision,
             "device": device,
             "training": training,
         }
+        report["stage_seconds"] = round(
+            time.perf_counter() - stage_started, 1
+        )  # from reading to scores (registration and writing follow)
         # --- log
         mlflow.log_metrics(numeric_metrics(report))
         mlflow.log_table(pd.DataFrame(samples), artifact_file="generated_samples.json")
@@ -169,14 +175,11 @@ def score_texts(params: Params, classifier: Any, tokenizer: Any, texts: list[str
 
 
 def sample_metrics(samples: list[dict[str, Any]]) -> dict[str, float]:
-    """Control accuracy (overall and per sentiment) and diversity of the generated reviews."""
+    """Control accuracy (overall and per sentiment, with 95% intervals), the share scored >= 0.9 for
+    the asked sentiment, and diversity of the generated reviews."""
     texts = [s["text"] for s in samples]
     return {
-        "control_accuracy": control_accuracy(samples),
-        **{
-            f"control_accuracy_{sentiment}": control_accuracy([s for s in samples if s["sentiment"] == sentiment])
-            for sentiment in reversed(SENTIMENTS)
-        },
+        **control_report(samples, tuple(reversed(SENTIMENTS))),
         "distinct_1": distinct_n(texts, 1),
         "distinct_2": distinct_n(texts, 2),
     }

@@ -31,7 +31,7 @@ from rich.table import Table
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.common.files import atomic_outputs, read_json, write_json
 from imdb_mlops.config import Params
-from imdb_mlops.modeling.capabilities import capability_tags
+from imdb_mlops.modeling.capabilities import capability_tags, choose_precision
 from imdb_mlops.modeling.classifier import load_pretrained_classifier
 from imdb_mlops.modeling.estimate import cpu_training_message
 from imdb_mlops.modeling.finetuning import (
@@ -39,7 +39,6 @@ from imdb_mlops.modeling.finetuning import (
     MlflowMetricsCallback,
     barrier,
     best_evaluation,
-    choose_precision,
     classifier_arguments,
     device_name,
     distributed_rank,

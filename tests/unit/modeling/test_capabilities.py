@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from imdb_mlops.common.errors import PipelineError
-from imdb_mlops.modeling.capabilities import Capabilities, capability_tags, read_cpu
-from imdb_mlops.modeling.finetuning import choose_precision
+from imdb_mlops.modeling.capabilities import Capabilities, capability_tags, choose_precision, read_cpu
 
 XEON = (
     "processor : 0\nmodel name : Intel(R) Xeon(R) Platinum\n"
