@@ -134,7 +134,7 @@ def lm_sequences(
     sequences = []
     for encoding, sentiment in zip(encoded, sentiments, strict=True):
         prefix = [tokenizer.convert_tokens_to_ids(CONTROL_CODES[sentiment])] if sentiment else []
-        body = encoding.ids + [eos]
+        body = [*encoding.ids, eos]
         room = block_size - len(prefix)
         sequences.append(prefix + (body[:room] if review_part == "head" else body[-room:]))
     return sequences
