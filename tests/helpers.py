@@ -184,6 +184,117 @@ def save_tiny_gpt2(folder: Path, n_positions: int = 256, **config) -> Path:
     return folder
 
 
+def tiny_bpe_tokenizer() -> Any:
+    """A byte-level BPE vocabulary of 400 tokens learned from synthetic reviews (eos: <|endoftext|>)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    texts = make_reviews(400, seed=7)["text"].tolist()
+    bpe.train_from_iterator(
+        texts, vocab_size=400, min_frequency=2, special_tokens=["<|endoftext|>"], show_progress=False
+    )
+    eos = "<|endoftext|>"
+    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=eos, eos_token=eos, unk_token=eos)
+
+
+TINY_LLAMA = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "max_position_embeddings": 128, "rope_theta": 10000.0}  # fmt: skip
+
+
+def tiny_llama(**config: Any) -> tuple[Any, Any]:
+    """A tiny Llama (rotary positions, grouped-query attention: 4 query heads, 2 key/value heads)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tokenizer = tiny_bpe_tokenizer()
+    eos = tokenizer.eos_token_id
+    settings = {**TINY_LLAMA, "vocab_size": len(tokenizer), "bos_token_id": eos, "eos_token_id": eos,
+                "tie_word_embeddings": True, **config}  # fmt: skip
+    return LlamaForCausalLM(LlamaConfig(**settings)), tokenizer
+
+
+def save_tiny_llama(folder: Path, **config: Any) -> Path:
+    """The tiny Llama saved like a real checkpoint: safetensors with its tokenizer beside them."""
+    model, tokenizer = tiny_llama(**config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def save_tiny_llama_gguf(path: Path, architecture: str = "llama") -> Path:
+    """The tiny Llama written as a GGUF file with the ``gguf`` package's writer, the way llama.cpp's
+    converter lays it out: float32 tensors under GGUF names, q/k rows permuted for its rotary
+    layout, the BPE vocabulary and merges in the header. transformers reads it back to the same model."""
+    import gguf
+    import numpy as np
+
+    model, tokenizer = tiny_llama()
+    cfg = model.config
+    heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+
+    def permute(weights: np.ndarray, n_head: int) -> np.ndarray:
+        return (
+            weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+            .swapaxes(1, 2)
+            .reshape(weights.shape)
+        )
+
+    writer = gguf.GGUFWriter(str(path), architecture)
+    writer.add_name("tiny-llama")
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_block_count(cfg.num_hidden_layers)
+    writer.add_feed_forward_length(cfg.intermediate_size)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
+    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    writer.add_vocab_size(len(tokenizer))
+    writer.add_rope_dimension_count(cfg.hidden_size // heads)
+    writer.add_tokenizer_model("gpt2")
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    writer.add_token_list([token for token, _ in vocab])
+    writer.add_token_types([3 if token == tokenizer.eos_token else 1 for token, _ in vocab])
+    merges = json_merges(tokenizer)
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(tokenizer.eos_token_id)
+    writer.add_eos_token_id(tokenizer.eos_token_id)
+    writer.add_add_bos_token(False)
+    names = {
+        "q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output", "gate_proj": "ffn_gate",
+        "up_proj": "ffn_up", "down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+    }  # fmt: skip
+    for name, tensor in model.state_dict().items():
+        data = tensor.float().numpy()
+        if name == "model.embed_tokens.weight":
+            writer.add_tensor("token_embd.weight", data)
+        elif name == "model.norm.weight":
+            writer.add_tensor("output_norm.weight", data)
+        elif name.startswith("model.layers."):
+            parts = name.split(".")  # model.layers.<i>[.self_attn|.mlp].<part>.weight
+            index, key = parts[2], names[parts[-2]]
+            if key == "attn_q":
+                data = permute(data, heads)
+            elif key == "attn_k":
+                data = permute(data, kv_heads)
+            writer.add_tensor(f"blk.{index}.{key}.weight", data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def json_merges(tokenizer: Any) -> list[str]:
+    """The BPE merges of a fast tokenizer as ``"a b"`` strings."""
+    import json
+
+    merges = json.loads(tokenizer.backend_tokenizer.to_str())["model"]["merges"]
+    return [" ".join(m) if isinstance(m, list) else m for m in merges]
+
+
 TINY_GENERATION_PARAMS = {
     "generation.finetune.max_steps": 6,
     "generation.finetune.train_samples": 64,

@@ -95,13 +95,18 @@ def check_gguf(folder: Path, file: str, name: str) -> GgufCheckpoint:
 def load_gguf(checkpoint: GgufCheckpoint, name: str) -> tuple[object, object]:
     """The causal LM (float32 weights) and the tokenizer stored in the GGUF file."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     folder, file = str(checkpoint.folder), checkpoint.file
+    # dequantize=True: plain float32 weights with no quantizer attached. Without it transformers keeps
+    # a GGUF quantizer on the model (the Trainer then refuses to fine-tune a "purely quantized model"
+    # and save_pretrained writes a quantization_config), or, with the `kernels` package on a GPU,
+    # leaves the weights quantized.
+    dequantized = GgufConfig(gguf_file=file, dequantize=True)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file, trust_remote_code=False)
         model = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=file, dtype=torch.float32, trust_remote_code=False
+            folder, gguf_file=file, dtype=torch.float32, quantization_config=dequantized, trust_remote_code=False
         )
     except (OSError, ValueError, KeyError, RuntimeError, NotImplementedError, TypeError) as exc:
         raise PipelineError(f"{KEY}: '{name}' ({file}) cannot be loaded as a causal LM: {first_line(exc)}") from None

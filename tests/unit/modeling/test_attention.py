@@ -1,5 +1,6 @@
-"""The reference attention against PyTorch's, and against the layers of tiny DistilBERT and GPT-2
-models built from configs (and the real MiniLM checkpoint's BERT layers)."""
+"""The reference attention against PyTorch's, and against the layers of tiny DistilBERT, GPT-2 and
+Llama (rotary positions, grouped-query attention) models built from configs (and the real MiniLM
+checkpoint's BERT layers)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import torch.nn.functional as F
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.modeling.attention import (
     Projections,
+    apply_rotary,
     layer_projections,
     merge_heads,
     multi_head_attention,
+    rotary_angles,
     scaled_dot_product_attention,
     split_heads,
     verify_layer,
@@ -138,6 +141,74 @@ def test_real_minilm_bert_layers_recomputed(minilm_path):
         result = verify_layer(model, batch["input_ids"], batch["attention_mask"], layer)
         assert result["kind"] == "bert" and result["max_abs_diff_weights"] < TOLERANCE
         assert result["max_abs_diff_hidden"] < 1e-4
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    from transformers import AutoModelForCausalLM
+
+    from helpers import save_tiny_llama, tiny_bpe_tokenizer
+
+    folder = save_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama")
+    tokenizer = tiny_bpe_tokenizer()
+    tokenizer.pad_token = tokenizer.eos_token
+    return AutoModelForCausalLM.from_pretrained(str(folder), attn_implementation="eager"), tokenizer
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_llama_layer_with_rope_and_gqa_is_causal_attention_recomputed(llama, padding_side):
+    model, tokenizer = llama
+    assert (model.config.num_attention_heads, model.config.num_key_value_heads) == (4, 2)
+    tokenizer.padding_side = padding_side
+    batch = tokenizer(REVIEWS, return_tensors="pt", padding=True)
+    for layer in range(model.config.num_hidden_layers):
+        result = verify_layer(model, batch["input_ids"], batch["attention_mask"], layer)
+        assert result["kind"] == "llama" and (result["heads"], result["kv_heads"]) == (4, 2)
+        assert result["max_abs_diff_weights"] < TOLERANCE and result["max_abs_diff_hidden"] < TOLERANCE
+        assert result["causal"] and result["max_future_weight"] == 0.0
+    model.config.rope_parameters = {**model.config.rope_parameters, "rope_theta": 500.0}  # the wrong angles
+    try:
+        wrong = verify_layer(model, batch["input_ids"], batch["attention_mask"], 1)
+    finally:
+        model.config.rope_parameters = {**model.config.rope_parameters, "rope_theta": 10000.0}
+    assert wrong["max_abs_diff_weights"] > 1e-4  # the check sees rotary positions
+
+
+def test_rotary_scores_depend_on_relative_positions_only():
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+
+    def score(m: int, n: int) -> float:
+        cos_m, sin_m = rotary_angles(torch.tensor([[m]]), 8, 10000.0)
+        cos_n, sin_n = rotary_angles(torch.tensor([[n]]), 8, 10000.0)
+        return float((apply_rotary(q, cos_m, sin_m) * apply_rotary(k, cos_n, sin_n)).sum())
+
+    assert score(5, 2) == pytest.approx(score(13, 10), abs=1e-5)
+    assert score(5, 2) != pytest.approx(score(5, 4), abs=1e-3)
+    assert torch.allclose(apply_rotary(q, *rotary_angles(torch.tensor([[0]]), 8, 10000.0)), q)  # position 0: no turn
+
+
+def test_grouped_query_attention_equals_full_attention_with_repeated_key_value_heads():
+    torch.manual_seed(0)
+    width, heads, kv_heads = 16, 4, 2
+    d = width // heads
+    w = {
+        name: torch.randn(out, width)
+        for name, out in (("q", width), ("k", kv_heads * d), ("v", kv_heads * d), ("o", width))
+    }
+    zeros = {name: torch.zeros(t.shape[0]) for name, t in w.items()}
+    grouped = Projections(w["q"], zeros["q"], w["k"], zeros["k"], w["v"], zeros["v"], w["o"], zeros["o"])
+    # the same attention with every key/value head written out once per query head it serves
+    repeat = lambda t: t.reshape(kv_heads, d, width).repeat_interleave(heads // kv_heads, 0).reshape(width, width)  # noqa: E731
+    full = Projections(
+        w["q"], zeros["q"], repeat(w["k"]), torch.zeros(width), repeat(w["v"]), torch.zeros(width), w["o"], zeros["o"]
+    )
+    x = torch.randn(2, 5, width)
+    out_grouped, weights_grouped = multi_head_attention(x, grouped, heads, causal=True, n_kv_heads=kv_heads)
+    out_full, weights_full = multi_head_attention(x, full, heads, causal=True)
+    assert torch.allclose(out_grouped, out_full, atol=TOLERANCE) and torch.allclose(weights_grouped, weights_full)
+    with pytest.raises(ValueError, match="do not fit 4 heads"):
+        multi_head_attention(x, grouped, heads, n_kv_heads=3)
 
 
 def test_layer_out_of_range_and_unsupported_model(distilbert):
