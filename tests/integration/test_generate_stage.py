@@ -81,6 +81,16 @@ def test_stage_writes_scored_reviews_and_metrics(generated: Path):
         assert 0.5 <= sample["classifier_probability"] <= 1.0
         assert sample["on_target"] == (sample["classifier_label"] == sample["sentiment"])
     assert report["control_accuracy"] == pytest.approx(np.mean([s["on_target"] for s in samples]), abs=1e-4)
+    for part in ("", "_positive", "_negative"):
+        assert (
+            report[f"control_accuracy{part}_ci_low"]
+            <= report[f"control_accuracy{part}"]
+            <= report[f"control_accuracy{part}_ci_high"]
+        )
+    confident = [s["on_target"] and s["classifier_probability"] >= 0.9 for s in samples]
+    assert report["confident_share"] == pytest.approx(np.mean(confident), abs=1e-4)
+    assert report["decoding_precision"] in ("bf16", "fp32") and report["guidance_scale"] == 5.0
+    assert report["stage_seconds"] >= report["generation_seconds"] > 0
     assert 0 < report["distinct_1"] <= report["distinct_2"] <= 1
     # a few fine-tuning steps at a high learning rate lower the held-out perplexity
     assert report["training"]["steps"] == TINY_GENERATION_PARAMS["generation.finetune.max_steps"]

@@ -267,7 +267,7 @@ class GeneratorFinetuneConfig(_Section):
     block_size: int = Field(256, ge=8, le=8192)  # tokens per training review; longer ones are cut
     # Which tokens of a review longer than block_size are trained on: its start (head) or its end
     # (tail), where IMDB reviews state their verdict; the control code always comes first.
-    review_part: Literal["head", "tail"] = "head"
+    review_part: Literal["head", "tail"] = "tail"
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     train_samples: int | None = Field(20_000, ge=2)  # labelled train reviews (stratified); null = all
@@ -291,7 +291,7 @@ class DecodingConfig(_Section):
     batch_size: int = Field(16, ge=1)  # prompts generated together (left-padded)
     # Classifier-free guidance against the opposite control code: logits = u + scale * (c - u),
     # c with the asked code, u with the other one (batched together); 1 = off.
-    guidance_scale: float = Field(1.0, ge=1, le=20)
+    guidance_scale: float = Field(5.0, ge=1, le=20)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 autocast where the CPU/GPU has it
 
     @field_validator("temperature")

@@ -9,6 +9,7 @@ the training reviews), control-coded training sequences, fine-tuning with the Tr
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -136,8 +137,26 @@ def lm_sequences(
         prefix = [tokenizer.convert_tokens_to_ids(CONTROL_CODES[sentiment])] if sentiment else []
         body = [*encoding.ids, eos]
         room = block_size - len(prefix)
-        sequences.append(prefix + (body[:room] if review_part == "head" else body[-room:]))
+        if len(body) <= room:
+            sequences.append(prefix + body)
+        elif review_part == "head":
+            sequences.append(prefix + body[:room])
+        else:
+            sequences.append(prefix + tail_from_sentence_start(encoding.tokens, body, room))
     return sequences
+
+
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
+
+
+def tail_from_sentence_start(tokens: list[str], body: list[int], room: int) -> list[int]:
+    """The last ``room`` ids of ``body`` (a review's ids + eos), started at the first sentence
+    boundary in the first half of that window, so a tail does not open mid-sentence."""
+    start = len(body) - room
+    for index in range(start, start + room // 2):
+        if _SENTENCE_END.search(tokens[index - 1].replace("Ġ", "").replace("Ċ", "").strip()):
+            return body[index:]
+    return body[start:]
 
 
 def finetune(

