@@ -220,3 +220,30 @@ def test_max_new_tokens_beyond_the_context_fails_before_any_output(tmp_path, tin
     ):
         generate(params, project / "data" / "raw", project / "models" / "classifier", **out)
     assert not any(path.exists() for path in out.values())
+
+
+def test_a_gguf_born_llama_is_fine_tuned_registered_served_and_attention_checked(tmp_path, tiny_distilbert_classifier):
+    """The stage on a tiny Llama written as a GGUF file: saved as safetensors (no quantization config),
+    registered, generated from by the registered pyfunc (what `mlflow models serve` runs) and by the
+    `write-reviews` command alike, and its layers recomputed by the reference attention."""
+    from helpers import save_tiny_llama_gguf
+
+    gguf = save_tiny_llama_gguf(tmp_path / "tiny-llama.F32.gguf")
+    project = make_project(tmp_path / "project", gguf, tiny_distilbert_classifier)
+    proc = run_cli(*STAGE_ARGS, cwd=project)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = project / "models" / "generator"
+    config = json.loads((saved / "config.json").read_text())
+    assert config["model_type"] == "llama" and "quantization_config" not in config
+    assert (saved / "model.safetensors").exists() and not list(saved.glob("*.gguf")) and not list(saved.glob("*.bin"))
+    report = json.loads((project / "reports" / "generation.json").read_text())
+    assert report["perplexity_after"] < report["perplexity_before"] and report["n"] == 8
+    args = ("write-reviews", "-s", "negative", "--prompt", "the film", "-n", "2", "--seed", "3", "--json")
+    written = run_cli(*args, cwd=project)
+    assert written.returncode == 0, written.stderr[-2000:]
+    served = _load_champion(project).predict(pd.DataFrame({"prompt": ["the film"] * 2, "sentiment": ["negative"] * 2}),
+                                             params={"seed": 3})  # fmt: skip
+    assert served["text"].tolist() == [json.loads(line)["text"] for line in written.stdout.splitlines()]
+    check = run_cli("attention-check", "the film was great. the acting was superb.", "-m", str(saved), cwd=project)
+    assert check.returncode == 0, check.stderr[-2000:]
+    assert "llama, causal" in check.stdout and "ok: every layer within 0.0001" in check.stdout
