@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from helpers import TINY_GENERATION_PARAMS, make_reviews, save_tiny_llama, save_tiny_llama_gguf, tiny_bpe_tokenizer
+from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.common.labels import LABELS
 from imdb_mlops.config import validate_params
 from imdb_mlops.config.overrides import set_dotted
@@ -92,3 +93,15 @@ def test_code_embeddings_start_at_their_sentiment_words(tmp_path: Path):
         assert torch.allclose(
             embeddings[tokenizer.convert_tokens_to_ids(CONTROL_CODES[sentiment])], embeddings[ids].mean(0)
         )
+
+
+def test_a_decoder_without_an_eos_token_is_refused_before_training(tmp_path: Path):
+    folder = save_tiny_llama(tmp_path / "no-eos")
+    tokenizer = tiny_bpe_tokenizer()
+    tokenizer.eos_token = None
+    tokenizer.bos_token = None
+    tokenizer.save_pretrained(folder)
+    params = params_for(str(folder))
+    with pytest.raises(PipelineError) as error:
+        load_generator(params.generation, params, [])
+    assert str(error.value) == f"generation.model: the tokenizer of '{folder}' has no end-of-text token (eos_token)"
