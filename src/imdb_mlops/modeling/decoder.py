@@ -142,20 +142,21 @@ def lm_sequences(
         elif review_part == "head":
             sequences.append(prefix + body[:room])
         else:
-            sequences.append(prefix + tail_from_sentence_start(encoding.tokens, body, room))
+            sequences.append(prefix + tail_from_sentence_start(tokenizer, body, room))
     return sequences
 
 
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
 
 
-def tail_from_sentence_start(tokens: list[str], body: list[int], room: int) -> list[int]:
+def tail_from_sentence_start(tokenizer: Any, body: list[int], room: int) -> list[int]:
     """The last ``room`` ids of ``body`` (a review's ids + eos), started at the first sentence
     boundary in the first half of that window, so a tail does not open mid-sentence."""
     start = len(body) - room
-    for index in range(start, start + room // 2):
-        if _SENTENCE_END.search(tokens[index - 1].replace("Ġ", "").replace("Ċ", "").strip()):
-            return body[index:]
+    before = tokenizer.convert_ids_to_tokens(body[start - 1 : start + room // 2])  # token i-1 for each start i
+    for offset, token in enumerate(before):
+        if _SENTENCE_END.search(tokenizer.convert_tokens_to_string([token]).strip()):
+            return body[start + offset :]
     return body[start:]
 
 

@@ -72,14 +72,24 @@ def test_long_reviews_keep_their_start_or_their_end_after_the_code():
     head = lm_sequences(tokenizer, [text], ["positive"], 16, "head")[0]
     tail = lm_sequences(tokenizer, [text], ["positive"], 16, "tail")[0]
     assert head == [code, *ids[:15]] and tail == [code, *ids[-14:], eos]
-    sentences = "the film was dull. the plot was weak. the ending was great!"
-    tail = lm_sequences(tokenizer, [sentences], ["positive"], 16, "tail")[0]
-    assert (
-        tokenizer.decode(tail[1:], skip_special_tokens=True).strip() == "the plot was weak. the ending was great!"
-    )  # from a sentence start
+    sentences = "the film was dull and slow. the plot was weak. the ending was great!"
+    suffixes = ("the plot was weak. the ending was great!", "the ending was great!")
+    mid_sentence_cuts = 0
+    for block in range(10, 22):
+        raw = tokenizer.decode([*ids_of(tokenizer, sentences), eos][-(block - 1) :], skip_special_tokens=True)
+        cut = lm_sequences(tokenizer, [sentences], ["positive"], block, "tail")[0]
+        tail = tokenizer.decode(cut[1:], skip_special_tokens=True)
+        assert cut[0] == code and raw.endswith(tail) and len(cut) <= block
+        mid_sentence_cuts += raw.strip() not in suffixes
+        assert tail.strip() in suffixes  # it opens at a sentence start, not where the raw cut fell
+    assert mid_sentence_cuts >= 3  # the raw cut often falls mid-sentence
     short = lm_sequences(tokenizer, ["great"], ["negative"], 16, "tail")[0]
     assert short == lm_sequences(tokenizer, ["great"], ["negative"], 16, "head")[0]  # short reviews whole, with eos
     assert short[-1] == eos and len(short) < 16
+
+
+def ids_of(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def test_code_embeddings_start_at_their_sentiment_words(tmp_path: Path):
