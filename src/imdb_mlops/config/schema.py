@@ -282,8 +282,8 @@ class DecodingConfig(_Section):
     """How reviews are generated (transformers ``generate``; KV cache on)."""
 
     strategy: Literal["sample", "greedy"] = "sample"
-    temperature: float = Field(0.9, ge=0)
-    top_k: int = Field(50, ge=0)  # 0 = off
+    temperature: float = Field(1.0, ge=0)
+    top_k: int = Field(0, ge=0)  # 0 = off
     top_p: float = Field(0.95, gt=0, le=1)
     repetition_penalty: float = Field(1.2, gt=0)
     max_new_tokens: int = Field(120, ge=1)
