@@ -80,7 +80,7 @@ def main() -> None:
     requests = [(SENTIMENTS[i % 2], prompts[i % len(prompts)]) for i in range(args.prompts)]
     results = []
     for batch in args.batch_sizes:
-        decoding = DecodingConfig(max_new_tokens=args.new_tokens, batch_size=batch, seed=1)
+        decoding = DecodingConfig(max_new_tokens=args.new_tokens, batch_size=batch, seed=1, guidance_scale=1.0)
         generate_texts(model, tokenizer, requests[: max(batch, 2)], decoding)  # warm-up: kernels, allocator
         if args.device == "cuda":
             torch.cuda.synchronize()
