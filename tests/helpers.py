@@ -158,17 +158,10 @@ def save_tiny_gpt2(folder: Path, n_positions: int = 256, **config) -> Path:
     """A tiny GPT-2 built from a config with a small byte-level BPE vocabulary (learned from
     synthetic reviews), saved like a real checkpoint: weights as safetensors, tokenizer beside them."""
     import torch
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    bpe = ByteLevelBPETokenizer()
-    texts = make_reviews(400, seed=7)["text"].tolist()
-    bpe.train_from_iterator(
-        texts, vocab_size=400, min_frequency=2, special_tokens=["<|endoftext|>"], show_progress=False
-    )
-    eos = "<|endoftext|>"
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=eos, eos_token=eos, unk_token=eos)
+    tokenizer = tiny_bpe_tokenizer()
     settings = {
         "vocab_size": len(tokenizer),
         "n_positions": n_positions,
