@@ -96,13 +96,18 @@ def packaged_minilm_path() -> Path:
 
 def checkpoint_provenance(name: str, key: str = "model.name") -> dict[str, str]:
     """What identifies a packaged checkpoint beyond its portable name: the package's version and a
-    digest of its files (``{}`` for hub ids and plain folders, whose name is already the record)."""
+    digest of its files (a folder's, or the one file a reference such as a ``.gguf`` names; ``{}``
+    for hub ids and plain paths, whose name is already the record)."""
     if not name.startswith(PACKAGE_PREFIX):
         return {}
     path, distribution, version = package_reference(name, key)
+    root = path.parent if path.is_file() else path
+    files = (
+        [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    )
     digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        digest.update(file.relative_to(path).as_posix().encode() + b"\0" + hashlib.sha256(file.read_bytes()).digest())
+    for file in files:
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0" + hashlib.sha256(file.read_bytes()).digest())
     return {"package": distribution, "package_version": version, "files_sha256": digest.hexdigest()}
 
 

@@ -44,6 +44,7 @@ from imdb_mlops.modeling.decoder import check_lengths, finetune, load_generator,
 from imdb_mlops.modeling.encoding import encode_texts
 from imdb_mlops.modeling.finetuning import CHECKPOINT_ROOT, device_name
 from imdb_mlops.modeling.metrics import control_report, distinct_n
+from imdb_mlops.modeling.pretrained import checkpoint_provenance
 from imdb_mlops.modeling.textgen import CONTROL_CODES, SENTIMENTS, GenerationRequestError, generate_texts
 from imdb_mlops.registry.aliases import current_champion, set_champion
 from imdb_mlops.registry.model_card import CARD_ARTIFACT, as_description, generator_card, portable_name
@@ -122,7 +123,7 @@ def generate(
             "perplexity_reviews": len(perplexity_texts),
             "new_tokens": new_tokens,
             "new_tokens_per_second": round(new_tokens / seconds, 2) if seconds > 0 else None,
-            "generation_seconds": round(seconds, 1),
+            "generation_seconds": round(seconds, 2),
             "guidance_scale": cfg.decoding.guidance_scale,
             "decoding_precision": precision,
             "device": device,
@@ -218,7 +219,7 @@ def register_generator(params: Params, model_dir: Path, run_id: str) -> dict[str
         input_example=GENERATOR_INPUT_EXAMPLE,
         requirements=pinned_requirements(GENERATOR_REQUIREMENTS),
     )
-    tags = {"generation_run_id": run_id, "generation.model": cfg.model}
+    tags = {"generation_run_id": run_id, "generation.model": cfg.model, **base_model_tags(params)}
     number = str(log_and_register(client, run_id, package, cfg.registered_model, tags).version)
     if current_champion(client, cfg.registered_model) is None:
         set_champion(client, cfg.registered_model, number, "first registered generator", "generate-stage")
@@ -267,6 +268,12 @@ def sample_records(requests: list[tuple[str, str]], texts: list[str], positive: 
     return records
 
 
+def base_model_tags(params: Params) -> dict[str, str]:
+    """A packaged base model's package, version and file digest (e.g. the SmolLM2 GGUF), for lineage."""
+    provenance = checkpoint_provenance(params.generation.model, "generation.model")
+    return {f"generation.model.{key}": value for key, value in provenance.items()}
+
+
 def log_inputs(params: Params, run_file: Path | None) -> None:
     import mlflow
 
@@ -278,6 +285,7 @@ def log_inputs(params: Params, run_file: Path | None) -> None:
         **dvc_lock_hashes(("ingest", "train")),
         "stage": "generate",
         "generation.model": params.generation.model,
+        **base_model_tags(params),
         **capability_tags(),
     }
     if run_file is not None and run_file.exists():

