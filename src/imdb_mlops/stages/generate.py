@@ -129,9 +129,8 @@ def generate(
             "device": device,
             "training": training,
         }
-        report["stage_seconds"] = round(
-            time.perf_counter() - stage_started, 1
-        )  # from reading to scores (registration and writing follow)
+        # from reading to scores (registration and writing follow)
+        report["stage_seconds"] = round(time.perf_counter() - stage_started, 1)
         # --- log
         mlflow.log_metrics(numeric_metrics(report))
         mlflow.log_table(pd.DataFrame(samples), artifact_file="generated_samples.json")
@@ -297,18 +296,22 @@ def print_report(report: dict[str, Any], samples: list[dict[str, Any]], shown: i
     table = Table(title=f"Generated reviews ({report['n']}, {report['device']})")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    for key in ("control_accuracy", "control_accuracy_positive", "control_accuracy_negative"):
+        low, high = report[f"{key}_ci_low"], report[f"{key}_ci_high"]
+        table.add_row(key.replace("_", " ") + " (95% CI)", f"{report[key]:.3f} ({low:.3f}-{high:.3f})")
     for key in (
-        "control_accuracy",
-        "control_accuracy_positive",
-        "control_accuracy_negative",
+        "confident_share",
         "distinct_1",
         "distinct_2",
         "perplexity_before",
         "perplexity_after",
         "new_tokens_per_second",
+        "decoding_precision",
+        "stage_seconds",
     ):
         value = report.get(key)
-        table.add_row(key.replace("_", " "), f"{value:.4g}" if isinstance(value, float) else str(value))
+        label = "scored >= 0.9 as asked" if key == "confident_share" else key.replace("_", " ")
+        table.add_row(label, f"{value:.4g}" if isinstance(value, float) else str(value))
     table.add_row(
         "registered",
         f"{report.get('registered_model')} v{report.get('version')} ({', '.join(report.get('aliases', []))})",
