@@ -85,8 +85,8 @@ def capability_tags(caps: Capabilities | None = None) -> dict[str, str]:
 def choose_precision(
     requested: str, device: str, key: str = "train.precision", caps: Capabilities | None = None
 ) -> str:
-    """The precision to train in. ``auto``: bf16 (else fp16) on a GPU; bf16 autocast on a CPU with
-    native bf16 (AMX or AVX-512 BF16, :mod:`imdb_mlops.modeling.capabilities`); fp32 elsewhere."""
+    """The precision to train or decode in (``key`` names the param in errors). ``auto``: bf16 (else
+    fp16) on a GPU; bf16 autocast on a CPU with native bf16 (AMX or AVX-512 BF16); fp32 elsewhere."""
     caps = caps or detect()
     if device == "cuda":
         if requested == "auto":

@@ -27,10 +27,6 @@ class GgufCheckpoint:
     file: str
     architecture: str
 
-    @property
-    def path(self) -> Path:
-        return self.folder / self.file
-
 
 def find_gguf(path: Path, name: str, choice: str | None) -> tuple[Path, str] | None:
     """(folder, file name) when ``path`` is a GGUF checkpoint, else None (a transformers folder).
