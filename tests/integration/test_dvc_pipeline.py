@@ -137,7 +137,7 @@ def test_mlflow_run_holds_params_metrics_tags_and_datasets(built):
     assert "figures/evaluation/confusion_matrix.png" in artifacts
     assert "figures/evaluation/attention_mistake_1.png" in artifacts
     assert metrics["onnx_fp32_agreement"] == 1.0 and "onnx_fp32_batch32_texts_per_s" in metrics
-    assert tags["onnx.provider"] == "CPUExecutionProvider" and "fp32" in tags["onnx.shipped"].split(",")
+    assert tags["onnx.provider"] == "CPUExecutionProvider" and "fp32" in tags["variants.shipped"].split(",")
 
 
 def test_repro_ends_with_a_registered_champion_traceable_to_the_lock(built):

@@ -1,4 +1,4 @@
-"""ONNX export on a tiny DistilBERT: variants, real ONNX Runtime sessions, the parity gate."""
+"""The export stage on a tiny DistilBERT: variants, real ONNX Runtime sessions, the gate."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from onnx import numpy_helper
 from helpers import save_tiny_distilbert, write_hub_layout
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.config import ExportConfig, validate_params
+from imdb_mlops.modeling.capabilities import detect
 from imdb_mlops.modeling.classifier import load_trained_classifier
-from imdb_mlops.modeling.onnx_variants import build_variants, make_session, onnx_logits, parity_failures, parity_figures
-from imdb_mlops.stages.export import export
+from imdb_mlops.modeling.onnx_variants import build_variants
+from imdb_mlops.modeling.runtimes import onnx_runner, predict_logits, torch_runner
+from imdb_mlops.stages.export import export, judge
 from imdb_mlops.stages.ingest import ingest
 from imdb_mlops.stages.tokenize import tokenize
 
@@ -37,7 +39,7 @@ def exported(tmp_path_factory, minilm_path):
     tokenize(params, tmp / "raw", tmp / "tokenized", tmp / "tokenize.json")
     model, tokenizer = load_trained_classifier(model_dir, attn_implementation="eager")
     (tmp / "variants").mkdir()
-    variants = build_variants(model, tmp / "variants", opset=17, gpu=False)
+    variants = build_variants(model, tmp / "variants", ExportConfig(), gpu=False)
     return {
         "tmp": tmp,
         "model_dir": model_dir,
@@ -57,15 +59,35 @@ def test_stage_ships_passing_variants_with_a_report(exported):
     assert fp32["max_abs_diff"] <= 1e-4 and fp32["agreement"] == 1.0
     assert fp32["batch1_latency_ms_p50"] > 0 and fp32["batch32_texts_per_s"] > 0
     shipped = sorted(p.name for p in (tmp / "onnx").glob("*.onnx"))
-    assert shipped == sorted(f"model.{v}.onnx" for v in report["shipped"])
+    assert shipped == sorted(f"model.{v}.onnx" for v in report["shipped"] if v != "torch_bf16")
+    assert json.loads((tmp / "onnx" / "export.json").read_text())["shipped"] == report["shipped"]
     assert (tmp / "onnx" / "tokenizer.json").is_file()
-    assert json.loads((tmp / "onnx.json").read_text())["variants"]["fp32"]["shipped"] is True
+    written = json.loads((tmp / "onnx.json").read_text())
+    assert (
+        written["variants"]["fp32"]["shipped"] is True and written["gate_samples"] == 20
+    )  # the whole validation split
+    assert written["capabilities"]["cpu.flags"]
+    # The bf16 PyTorch variant is a candidate exactly where bf16 is native.
+    assert ("torch_bf16" in report["variants"]) == detect().cpu_bf16
+    for name, variant in report["variants"].items():
+        if name != "fp32":
+            assert variant["n"] == 20 and variant["lower_bound"] <= variant["accuracy_change"]
+            assert variant["shipped"] == (variant["lower_bound"] > -0.005 and variant["probability_diff_p99"] <= 0.1)
 
 
 def test_fp32_graph_is_fused_and_int8_is_quantized(exported):
     ops = {name: {n.op_type for n in onnx.load(str(path)).graph.node} for name, path in exported["variants"].items()}
     assert {"Attention", "SkipLayerNormalization"} <= ops["fp32"]
     assert ops["int8"] & {"MatMulInteger", "DynamicQuantizeLinear", "QAttention"}
+
+
+def test_int8_keeps_the_first_layer_in_fp32(exported):
+    """export.int8_keep_fp32 = [first_layer, head]: layer 0's products stay float MatMul / Attention."""
+    graph = onnx.load(str(exported["variants"]["int8"])).graph
+    first = {n.op_type for n in graph.node if "layer.0/" in n.name or n.name == "Attention_0"}
+    assert "MatMul" in first and "Attention" in first and not first & {"MatMulInteger", "QAttention"}
+    later = {n.op_type for n in graph.node if "layer.1/" in n.name}
+    assert "MatMulInteger" in later
 
 
 def test_a_corrupted_weight_fails_the_parity_gate(exported, tmp_path):
@@ -81,15 +103,13 @@ def test_a_corrupted_weight_fails_the_parity_gate(exported, tmp_path):
 
     validation = load_from_disk(str(tmp / "tokenized"))["validation"]
     ids, labels = validation["input_ids"], np.asarray(validation["label"])
-    from imdb_mlops.modeling.onnx_variants import torch_logits
-
-    reference = torch_logits(exported["model"], exported["tokenizer"], ids)
-    parity = parity_figures(
-        reference, onnx_logits(make_session(corrupt, "CPUExecutionProvider"), exported["tokenizer"], ids), labels
-    )
-    failures = parity_failures("fp32", parity, ExportConfig())
-    assert parity["max_abs_diff"] == pytest.approx(1.0, abs=1e-3)
-    assert failures and failures[0].startswith("max |logit diff| 1.00e+00 > 1e-04")
+    pad = exported["tokenizer"].pad_token_id
+    reference = predict_logits(torch_runner(exported["model"], "torch_fp32", "cpu"), ids, 32, pad)
+    logits = predict_logits(onnx_runner(corrupt, "fp32", gpu=False), ids, 32, pad)
+    entry = judge("fp32", reference, logits, labels, ExportConfig())
+    assert entry["max_abs_diff"] == pytest.approx(1.0, abs=1e-3)
+    assert entry["failed"] and entry["failed"][0].startswith("max |logit diff| 1.00e+00 > 1e-04")
+    assert entry["shipped"] is False
 
 
 def test_a_failing_variant_is_not_shipped_and_the_report_says_why(exported, tmp_path):

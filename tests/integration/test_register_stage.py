@@ -168,8 +168,8 @@ def test_a_better_challenger_takes_champion(world, registered, client):
     tags = version.tags
     assert tags["training_run_id"] == run_id and tags["gate.action"] == "promoted"
     assert tags["params_digest"] == params_digest(world["strong"])
-    assert float(tags["test.accuracy"]) >= 0.9 and float(tags["onnx.fp32.agreement"]) == 1.0
-    assert tags["git.commit"] and tags["serving.cpu_variant"] in ("int8", "fp32")
+    assert float(tags["test.accuracy"]) >= 0.9 and float(tags["variant.fp32.agreement"]) == 1.0
+    assert tags["git.commit"] and tags["serving.variant"] == "auto" and "fp32" in tags["variants.shipped"].split(",")
     assert "accuracy" in version.description
     run = client.get_run(run_id)
     assert run.data.tags["gate.action"] == "promoted" and run.data.metrics["gate_mcnemar_p_value"] < 0.05
@@ -184,7 +184,7 @@ def test_the_model_card_is_the_description_and_matches_the_reports(world, regist
     report, paths = registered["strong"], world["candidates"]["strong"]
     version = client.get_model_version(MODEL, str(report["version"]))
     card = version.description
-    for section in ("Intended use and limits", "Training data", "Model", "Test metrics", "ONNX parity",
+    for section in ("Intended use and limits", "Training data", "Model", "Test metrics", "Variants",
                     "Behavioural checks", "Promotion", "How to reproduce"):  # fmt: skip
         assert f"## {section}" in card, section
     assert "### Accuracy by length tokens" in card
@@ -233,14 +233,15 @@ def test_served_model_matches_pytorch_and_refuses_oversized_requests(world, regi
             logits = reference(torch.tensor([row])).logits
             expected.append(torch.softmax(logits, -1)[0, 1].item())
     expected = np.asarray(expected)
-    # The shipped CPU variant (int8 where it passed parity): same labels, close probabilities.
+    # The variant the model chose at load (the fastest shipped one here): same labels, close probabilities.
     assert served["label"].tolist() == [["negative", "positive"][int(p >= 0.5)] for p in expected]
     np.testing.assert_allclose(served["positive_probability"].to_numpy(), expected, atol=0.02)
     # The fp32 variant through the same code: tokenization, cutting, padding and softmax match exactly.
-    from imdb_mlops.modeling.onnx_variants import make_session
+    from imdb_mlops.modeling.runtimes import onnx_runner
 
     inner = model.unwrap_python_model()
-    inner.session = make_session(world["candidates"]["strong"]["onnx"] / "model.fp32.onnx", "CPUExecutionProvider")
+    assert inner.choice["variant"] in inner.choice["texts_per_s"] or inner.choice["rule"] == "only usable variant"
+    inner.runner = onnx_runner(world["candidates"]["strong"]["onnx"] / "model.fp32.onnx", "fp32", gpu=False)
     np.testing.assert_allclose(inner.positive_probabilities(texts), expected, atol=1e-5)
     with pytest.raises(MlflowException, match="request too large: 300 texts, at most 256"):
         model.predict(pd.Series(["fine"] * 300))

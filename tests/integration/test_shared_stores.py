@@ -105,7 +105,7 @@ def test_train_register_promote_against_mlflow_on_postgres(
     uri = mlflow_on_postgres
     project = make_project_copy(tmp_path)
     source = write_hub_layout(tmp_path / "imdb", 120, 60)
-    set_params(project, **{**TINY_PIPELINE_PARAMS, "train.max_steps": 10, "train.eval_steps": 5, "export.parity_samples": 16,
+    set_params(project, **{**TINY_PIPELINE_PARAMS, "train.max_steps": 10, "train.eval_steps": 5, "export.gate_samples": 100,
                            "data.source": str(source), "model.name": str(tiny_distilbert_classifier)})  # fmt: skip
     run(["git", "commit", "-qam", "tiny params"], project)
     proc = run(["dvc", "repro", "register"], project, MLFLOW_TRACKING_URI=uri)  # ingest -> ... -> register

@@ -38,7 +38,7 @@ def registry_versions(params: ParamsOption = DEFAULT_PARAMS_PATH, name: ModelNam
 
     client, model = _registry(params, name)
     table = Table(title=f"{model} ({client.tracking_uri})")
-    for column in ("version", "aliases", "created (UTC)", "accuracy", "F1", "ROC-AUC", "CPU variant", "gate", "run"):
+    for column in ("version", "aliases", "created (UTC)", "accuracy", "F1", "ROC-AUC", "variant", "gate", "run"):
         table.add_column(column, justify="right" if column in ("version", "accuracy", "F1", "ROC-AUC") else "left")
         table.columns[-1].no_wrap = column != "aliases"
     for mv in all_versions(client, model):
@@ -51,7 +51,7 @@ def registry_versions(params: ParamsOption = DEFAULT_PARAMS_PATH, name: ModelNam
             fmt(tags.get("test.accuracy")),
             fmt(tags.get("test.f1")),
             fmt(tags.get("test.roc_auc")),
-            tags.get("serving.cpu_variant", "-"),
+            tags.get("serving.variant", "-"),
             tags.get("gate.action", "-").replace("_", " "),
             (tags.get("training_run_id") or mv.run_id or "-")[:8],
         )

@@ -42,9 +42,8 @@ def lineage_tags(
         "params_digest": params_digest(params),
         "model.base": params.model.name,
         **{f"model.base.{k}": v for k, v in checkpoint_provenance(params.model.name).items()},
-        "serving.cpu_variant": settings["cpu_variant"],
-        "serving.gpu_variant": settings["gpu_variant"],
-        "onnx.shipped": ",".join(settings["shipped"]),
+        "serving.variant": settings["variant"],
+        "variants.shipped": ",".join(settings["shipped"]),
     }
     hashes = dvc_lock_hashes(("ingest", "tokenize", "train"), project_dir)
     tags.update({k: v for k, v in hashes.items() if k.startswith(("dvc.data/", "dvc.models/"))})
@@ -52,9 +51,9 @@ def lineage_tags(
         if key in test_metrics:
             tags[f"test.{key}"] = str(test_metrics[key])
     for name, variant in onnx_report.get("variants", {}).items():
-        for key in ("max_abs_diff", "agreement", "accuracy"):
+        for key in ("accuracy", "accuracy_change", "lower_bound", "agreement", "probability_diff_p99"):
             if key in variant:
-                tags[f"onnx.{name}.{key}"] = f"{variant[key]:.6g}"
+                tags[f"variant.{name}.{key}"] = f"{variant[key]:.6g}"
     return tags
 
 

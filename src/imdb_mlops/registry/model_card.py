@@ -2,7 +2,7 @@
 it) and as the artifact ``model_card.md`` of its run.
 
 :func:`classifier_card` is built by the register stage from the reports of the run (data, test
-metrics, ONNX parity, behavioural checks, the gate); :func:`generator_card` by the generate stage.
+metrics, the shipped variants and their gate figures, behavioural checks, the gate); :func:`generator_card` by the generate stage.
 Names are portable (:func:`portable_name`): a hub id or ``pkg:`` reference as given, a folder of
 the project relative to it, any other folder by its name only, never a path of the machine.
 """
@@ -36,6 +36,18 @@ def portable_name(value: str, project_dir: Path = Path("."), key: str = "model.n
 
 def _pct(value: Any) -> str:
     return f"{100 * value:.2f}%" if isinstance(value, int | float) else "-"
+
+
+def served_rule(settings: dict[str, Any]) -> str:
+    """How the served model picks its variant, in words."""
+    shipped = ", ".join(settings["shipped"])
+    if settings["variant"] == "auto":
+        return f"the fastest of {shipped} on the machine it loads on (measured at load)"
+    return f"the {settings['variant']} variant (registry.variant; shipped: {shipped})"
+
+
+def _points(value: Any) -> str:
+    return f"{100 * value:+.2f}" if isinstance(value, int | float) else "-"
 
 
 def _num(value: Any, digits: int = 4) -> str:
@@ -76,8 +88,8 @@ def classifier_card(facts: dict[str, Any]) -> str:
         "",
         "## Model",
         f"Fine-tuned from `{facts['base_model']}`; params digest `{facts['params_digest'][:16]}`; "
-        f"training run `{facts['run_id']}`; git `{facts.get('git_commit', 'unknown')[:12]}`. Serves ONNX "
-        f"{facts['settings']['cpu_variant']} on CPU, {facts['settings']['gpu_variant']} on GPU.",
+        f"training run `{facts['run_id']}`; git `{facts.get('git_commit', 'unknown')[:12]}`. Serves "
+        f"{served_rule(facts['settings'])}.",
         "",
         f"## Test metrics ({metrics.get('n', '?'):,} reviews, {level}% bootstrap intervals)",
         *_table(
@@ -98,12 +110,12 @@ def classifier_card(facts: dict[str, Any]) -> str:
             [(bucket, f"{s['n']:,}", _num(s.get("accuracy"))) for bucket, s in slices.items()],
         )
     variants = facts.get("onnx", {}).get("variants", {})
-    lines += ["", "## ONNX parity (validation reviews against PyTorch)"]
+    lines += ["", "## Variants (validation reviews, paired against PyTorch fp32)"]
     lines += _table(
-        ("variant", "shipped", "agreement", "max abs diff", "accuracy"),
+        ("variant", "shipped", "accuracy", "change (points)", "95% lower bound", "agreement", "p99 abs prob diff"),
         [
-            (name, "yes" if v.get("shipped") else "no", _pct(v.get("agreement")), _num(v.get("max_abs_diff"), 6),
-             _num(v.get("accuracy")))
+            (name, "yes" if v.get("shipped") else "no", _num(v.get("accuracy")), _points(v.get("accuracy_change")),
+             _points(v.get("lower_bound")), _pct(v.get("agreement")), _num(v.get("probability_diff_p99"), 3))
             for name, v in variants.items()
         ],
     )  # fmt: skip

@@ -1,9 +1,12 @@
 """The registered model, written as code (MLflow models-from-code): raw reviews in, label and
-probability out, computed by ONNX Runtime. Nothing is pickled.
+probability out, computed by the fastest variant shipped for the machine it loads on (ONNX Runtime
+or, where bf16 is native, PyTorch in bf16): a short self-measurement at load picks it, and a line on
+stderr says which (``model.unwrap_python_model().choice`` holds the figures). Nothing is pickled.
 
 The register stage logs this file as the pyfunc's ``python_model`` with two artifacts:
 
 - ``onnx``: the export folder (shipped ``model.<variant>.onnx`` files and ``tokenizer.json``);
+- ``pytorch``: the trained checkpoint (safetensors), only when the PyTorch bf16 variant shipped;
 - ``serving_config``: JSON written by the register stage (variants, truncation, request limits).
 
 Input: a list of strings, or a DataFrame whose first (only) column holds the texts.
@@ -15,6 +18,7 @@ Output: a DataFrame with ``label`` ("negative"/"positive"), ``probability`` (of 
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -62,25 +66,32 @@ def gpu_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-class OnnxSentimentModel(PythonModel):
-    """Tokenize (cut as in training), run the ONNX variant for this machine, softmax."""
+class SentimentModel(PythonModel):
+    """Tokenize (cut as in training), run the variant fastest on this machine, softmax."""
 
     def load_context(self, context: Any) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
+
+        from imdb_mlops.modeling.capabilities import capability_tags, detect
+        from imdb_mlops.modeling.runtimes import choose_variant
 
         settings = json.loads(Path(context.artifacts["serving_config"]).read_text())
         onnx_dir = Path(context.artifacts["onnx"])
-        gpu = gpu_available()
-        self.variant = settings["gpu_variant"] if gpu else settings["cpu_variant"]
-        self.provider = "CUDAExecutionProvider" if gpu else "CPUExecutionProvider"
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        # No TF32: the fp32 variant passed parity with exact fp32 math.
-        providers: list[Any] = (
-            [self.provider] if not gpu else [(self.provider, {"use_tf32": 0}), "CPUExecutionProvider"]
+        torch_dir = Path(context.artifacts["pytorch"]) if "pytorch" in context.artifacts else None
+        caps = detect()
+        probe = (settings["probe_batch"], settings["probe_tokens"], settings["vocab_size"])
+        self.runner, self.choice = choose_variant(
+            settings["shipped"], settings["variant"], (onnx_dir, torch_dir), probe, caps, gpu_available()
         )
-        self.session = ort.InferenceSession(str(onnx_dir / f"model.{self.variant}.onnx"), options, providers=providers)
+        self.choice["cpu_flags"] = capability_tags(caps)["cpu.flags"]
+        self.variant = self.choice["variant"]
+        speeds = ", ".join(f"{v} {s:.0f}" for v, s in self.choice["texts_per_s"].items())
+        print(
+            f"imdb-mlops classifier: serving the {self.variant} variant on {self.choice['device']} "
+            f"({self.choice['rule']}{'; texts/s ' + speeds if speeds else ''}; CPU flags {self.choice['cpu_flags']})",
+            file=sys.stderr,
+            flush=True,
+        )
         self.tokenizer = Tokenizer.from_file(str(onnx_dir / "tokenizer.json"))
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
@@ -102,24 +113,13 @@ class OnnxSentimentModel(PythonModel):
         )
 
     def positive_probabilities(self, texts: list[str]) -> np.ndarray:
+        from imdb_mlops.modeling.runtimes import predict_logits
+        from imdb_mlops.modeling.variant_gate import positive_probabilities
+
         s = self.settings
         encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=True)
         ids = [cut(e.ids, s["max_length"], s["n_prefix"], s["n_suffix"], s["head_tokens"]) for e in encodings]
-        order = np.argsort([len(x) for x in ids], kind="stable")  # similar lengths share a batch: less padding
-        positive = np.empty(len(ids), dtype=np.float64)
-        for start in range(0, len(ids), s["batch_size"]):
-            chunk = order[start : start + s["batch_size"]]
-            width = max(len(ids[i]) for i in chunk)
-            input_ids = np.full((len(chunk), width), s["pad_token_id"], dtype=np.int64)
-            mask = np.zeros((len(chunk), width), dtype=np.int64)
-            for row, i in enumerate(chunk):
-                input_ids[row, : len(ids[i])] = ids[i]
-                mask[row, : len(ids[i])] = 1
-            logits = self.session.run(["logits"], {"input_ids": input_ids, "attention_mask": mask})[0]
-            logits = logits.astype(np.float64)
-            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-            positive[chunk] = shifted[:, 1] / shifted.sum(axis=1)
-        return positive
+        return positive_probabilities(predict_logits(self.runner, ids, s["batch_size"], s["pad_token_id"]))
 
 
 def as_texts(model_input: Any) -> list[str]:
@@ -152,4 +152,4 @@ def check_request(texts: list[str], max_texts: int, max_chars: int) -> None:
             raise RequestRejected(f"text {index} too long: {len(text):,} characters, at most {max_chars:,}")
 
 
-mlflow.models.set_model(OnnxSentimentModel())
+mlflow.models.set_model(SentimentModel())

@@ -1,12 +1,14 @@
-"""Export stage: the trained classifier as ONNX, optimized, quantized, and gated on parity.
+"""Export stage: the trained classifier's faster variants, each gated against fp32 PyTorch.
 
 Entry point: :func:`export`. Steps: **read** the trained model (eager attention) and
-``export.parity_samples`` validation reviews; **compute** PyTorch's logits, the ONNX variants
-(:mod:`imdb_mlops.modeling.onnx_variants`: fp32 fused, int8 dynamic, fp16 on a GPU), each
-variant's parity figures against PyTorch and, for those that pass, latency and throughput;
-**write** the passing variants with the tokenizer and ``reports/onnx.json`` together; **log** the
-figures into the training run; **print** the table. A variant that fails is not shipped and the
-stage says which threshold it missed and by how much; when none passes the stage fails.
+``export.gate_samples`` validation reviews; **compute** PyTorch fp32's logits (the reference), the
+candidates this machine can use (:mod:`imdb_mlops.modeling.onnx_variants`: ONNX fp32 fused, int8,
+fp16 on a GPU; the PyTorch checkpoint in bf16 where bf16 is native), each candidate's gate figures
+(:mod:`imdb_mlops.modeling.variant_gate`) and, for those that pass, latency and throughput;
+**write** the passing ONNX files with the tokenizer, ``export.json`` (what shipped) and
+``reports/onnx.json`` together; **log** the figures into the training run; **print** the table. A
+variant that fails is not shipped and the stage says which bound it missed and by how much; when
+none passes the stage fails.
 """
 
 from __future__ import annotations
@@ -24,21 +26,22 @@ from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.common.files import atomic_outputs, write_json
 from imdb_mlops.common.labels import LABELS
 from imdb_mlops.common.numbers import numeric_metrics
-from imdb_mlops.config import Params
+from imdb_mlops.config import ExportConfig, Params
+from imdb_mlops.modeling.capabilities import Capabilities, capability_tags, detect
 from imdb_mlops.modeling.classifier import load_trained_classifier
-from imdb_mlops.modeling.onnx_variants import (
-    build_variants,
-    execution_provider,
-    latency,
-    make_session,
-    onnx_logits,
-    parity_failures,
-    parity_figures,
-    torch_logits,
+from imdb_mlops.modeling.onnx_variants import build_variants, execution_provider, latency
+from imdb_mlops.modeling.runtimes import (
+    Runner,
+    load_torch_classifier,
+    onnx_runner,
+    predict_logits,
+    torch_runner,
 )
+from imdb_mlops.modeling.variant_gate import GateRule, gate_failures, gate_figures, positive_probabilities
 from imdb_mlops.registry.tracking import reopen_run
 
 console = Console(stderr=True)
+BATCH_SIZE = 32
 
 
 def export(
@@ -50,44 +53,54 @@ def export(
     run_file: Path | None = None,
 ) -> dict[str, Any]:
     """Run the stage: write the passing variants to ``out_dir`` and the report; with ``run_file``
-    (``reports/train_run.json``), log the parity and latency figures into the training run."""
+    (``reports/train_run.json``), log the gate and latency figures into the training run."""
     from datasets import load_from_disk
 
     cfg = params.export
+    caps = detect()
     provider = execution_provider()
+    gpu = provider == "CUDAExecutionProvider"
     validation = load_from_disk(str(tokenized_dir))["validation"]
-    sample = validation.select(range(min(cfg.parity_samples, len(validation))))
+    sample = validation.select(range(min(cfg.gate_samples, len(validation))))
     ids, labels = sample["input_ids"], np.asarray(sample["label"])
 
     with tempfile.TemporaryDirectory(prefix="onnx-export-") as tmp:
         work = Path(tmp)
         # Eager attention exports as plain MatMul/Softmax, which the ORT optimizer fuses; SDPA does not.
         model, tokenizer = load_trained_classifier(model_dir, attn_implementation="eager")
-        reference_logits = torch_logits(model, tokenizer, ids)
-        candidates = build_variants(model, work, cfg.opset, gpu=provider == "CUDAExecutionProvider")
-        report: dict[str, Any] = {"provider": provider, "parity_samples": len(ids), "variants": {}}
+        pad_id = int(tokenizer.pad_token_id or 0)
+        console.print(f"Gate reference: PyTorch fp32 on {len(ids)} validation reviews")
+        reference = predict_logits(torch_runner(model, "torch_fp32", "cpu"), ids, BATCH_SIZE, pad_id)
+        candidates = build_variants(model, work, cfg, gpu=gpu)
+        report: dict[str, Any] = {
+            "provider": provider,
+            "gate_samples": len(ids),
+            "gate_confidence": cfg.gate_confidence,
+            "capabilities": capability_tags(caps),
+            "variants": {},
+        }
         shipped = []
-        for name, path in candidates.items():
-            session = make_session(path, provider)
-            logits = onnx_logits(session, tokenizer, ids)
-            parity = parity_figures(reference_logits, logits, labels)
-            failures = parity_failures(name, parity, cfg)
-            entry = {"size_mb": round(path.stat().st_size / 2**20, 2), **parity, "shipped": not failures}
-            if failures:
-                entry["failed"] = failures
-                console.print(f"[bold red]{name} not shipped:[/] {'; '.join(failures)}")
+        for name, runner in candidate_runners(candidates, model_dir, cfg, caps, gpu):
+            console.print(f"Scoring the {name} variant")
+            logits = predict_logits(runner, ids, BATCH_SIZE, pad_id)
+            entry = judge(name, reference, logits, labels, cfg)
+            if name in candidates:
+                entry["size_mb"] = round(candidates[name].stat().st_size / 2**20, 2)
+            if entry["failed"]:
+                console.print(f"[bold red]{name} not shipped:[/] {'; '.join(entry['failed'])}")
             else:
-                entry.update(latency(session, tokenizer, ids[: cfg.latency_samples]))
+                entry.update(latency(runner, ids[: cfg.latency_samples], pad_id))
                 shipped.append(name)
             report["variants"][name] = entry
         if not shipped:
             reasons = "; ".join(f"{n}: {', '.join(v['failed'])}" for n, v in report["variants"].items())
-            raise PipelineError(f"export: no ONNX variant passed the parity gate ({reasons})")
+            raise PipelineError(f"export: no variant passed the gate ({reasons})")
         report["shipped"] = shipped
         with atomic_outputs(out_dir, report_path, owner="export") as (tmp_out, tmp_report):
             tmp_out.mkdir()
             for name in shipped:
-                shutil.copy2(candidates[name], tmp_out / f"model.{name}.onnx")
+                if name in candidates:
+                    shutil.copy2(candidates[name], tmp_out / f"model.{name}.onnx")
             tokenizer.save_pretrained(tmp_out)
             write_json(tmp_out / "export.json", {"provider": provider, "shipped": shipped, "labels": list(LABELS)})
             write_json(tmp_report, report)
@@ -97,31 +110,68 @@ def export(
     return report
 
 
+def candidate_runners(
+    onnx_files: dict[str, Path], model_dir: Path, cfg: ExportConfig, caps: Capabilities, gpu: bool
+) -> Any:
+    """(name, runner) of every candidate, loaded one at a time: the ONNX files, then the bf16
+    PyTorch variant where bf16 is native here (and ``export.torch_bf16`` is ``auto``)."""
+    for name, path in onnx_files.items():
+        yield name, onnx_runner(path, name, gpu)
+    if cfg.torch_bf16 == "auto" and (caps.cuda_bf16 if gpu else caps.cpu_bf16):
+        runner: Runner = torch_runner(load_torch_classifier(model_dir), "torch_bf16", "cuda" if gpu else "cpu")
+        yield "torch_bf16", runner
+
+
+def judge(
+    name: str, reference: np.ndarray, logits: np.ndarray, labels: np.ndarray, cfg: ExportConfig
+) -> dict[str, Any]:
+    """The variant's gate figures and what it fails: ONNX fp32 must match PyTorch fp32 (logits within
+    ``fp32_max_abs_diff``); every other variant must pass the non-inferiority gate."""
+    rule = GateRule(cfg.max_accuracy_drop, cfg.gate_confidence, cfg.max_probability_diff)
+    figures = gate_figures(positive_probabilities(reference), positive_probabilities(logits), labels, rule)
+    max_abs_diff = float(np.abs(reference - logits).max())
+    entry: dict[str, Any] = {"max_abs_diff": max_abs_diff, **figures.as_dict()}
+    if name == "fp32":
+        failed = []
+        if max_abs_diff > cfg.fp32_max_abs_diff:
+            failed.append(f"max |logit diff| {max_abs_diff:.2e} > {cfg.fp32_max_abs_diff:.0e}")
+        if figures.agreement < cfg.fp32_min_agreement:
+            failed.append(f"agreement {figures.agreement:.2%} < {cfg.fp32_min_agreement:.2%}")
+    else:
+        failed = gate_failures(figures, rule)
+    entry["shipped"], entry["failed"] = not failed, failed
+    return entry
+
+
 def log_to_run(params: Params, run_file: Path, report: dict[str, Any], report_path: Path) -> None:
     import mlflow
 
     with reopen_run(params, run_file):
         figures: dict[str, float] = {}
         for name, variant in report["variants"].items():
-            figures.update(numeric_metrics(variant, prefix=f"onnx_{name}_"))
+            figures.update(numeric_metrics(variant, prefix=f"variant_{name}_"))
         mlflow.log_metrics(figures)
-        mlflow.set_tags({"onnx.provider": report["provider"], "onnx.shipped": ",".join(report["shipped"])})
+        mlflow.set_tags({"onnx.provider": report["provider"], "variants.shipped": ",".join(report["shipped"])})
         mlflow.log_artifact(str(report_path), "export")
 
 
 def print_report(report: dict[str, Any]) -> None:
-    table = Table(title=f"ONNX variants ({report['provider']}, {report['parity_samples']} validation reviews)")
-    for column in ("variant", "shipped", "size MB", "max |diff|", "agreement", "accuracy", "b1 ms", "b32 texts/s"):
+    table = Table(
+        title=f"Variants vs PyTorch fp32 on {report['gate_samples']} validation reviews ({report['provider']})",
+        caption=f"change: accuracy, in points; low: its one-sided {report['gate_confidence']:.0%} lower bound",
+    )
+    for column in ("variant", "shipped", "accuracy", "change", "low", "agree", "p99 |dp|", "b1 ms", "b32 /s"):
         table.add_column(column, justify="left" if column in ("variant", "shipped") else "right")
     for name, v in report["variants"].items():
         table.add_row(
             name,
             "yes" if v["shipped"] else "[red]no[/]",
-            f"{v['size_mb']:.1f}",
-            f"{v['max_abs_diff']:.1e}",
-            f"{v['agreement']:.2%}",
             f"{v['accuracy']:.2%}",
+            f"{v['accuracy_change'] * 100:+.2f}",
+            f"{v['lower_bound'] * 100:+.2f}",
+            f"{v['agreement']:.1%}",
+            f"{v['probability_diff_p99']:.3f}",
             str(v.get("batch1_latency_ms_p50", "-")),
-            str(v.get("batch32_texts_per_s", "-")),
+            str(round(v["batch32_texts_per_s"])) if "batch32_texts_per_s" in v else "-",
         )
     console.print(table)

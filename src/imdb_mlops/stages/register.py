@@ -27,8 +27,15 @@ from rich.table import Table
 
 from imdb_mlops.common.files import atomic_outputs, read_json, write_json
 from imdb_mlops.config import Params
+from imdb_mlops.modeling.runtimes import TORCH_VARIANTS
 from imdb_mlops.registry.lineage import lineage_tags
-from imdb_mlops.registry.model_card import CARD_ARTIFACT, as_description, classifier_card, portable_name
+from imdb_mlops.registry.model_card import (
+    CARD_ARTIFACT,
+    as_description,
+    classifier_card,
+    portable_name,
+    served_rule,
+)
 from imdb_mlops.registry.promotion import promotion_gate, record_decision
 from imdb_mlops.registry.publish import ModelPackage, ensure_registered_model, log_and_register, pinned_requirements
 from imdb_mlops.registry.tracking import portable_uri, read_run_file, setup_mlflow, tracking_uri
@@ -38,6 +45,7 @@ from imdb_mlops.serving.settings import (
     CLASSIFIER_INPUT_EXAMPLE,
     CLASSIFIER_MODEL_FILE,
     CLASSIFIER_REQUIREMENTS,
+    TORCH_REQUIREMENTS,
     classifier_settings,
     classifier_signature,
 )
@@ -96,7 +104,7 @@ def register(
             )
         client.set_registered_model_alias(cfg.model_name, CHALLENGER, model_version.version)
         behaviour = check_behaviour(
-            served_model(onnx_dir, settings), client, (cfg.model_name, model_version.version), run_id
+            served_model(onnx_dir, model_dir, settings), client, (cfg.model_name, model_version.version), run_id
         )
         decision = promotion_gate(params, client, model_version.version, raw_dir, behaviour)
         record_decision(client, cfg.model_name, model_version.version, run_id, decision)
@@ -116,7 +124,7 @@ def register(
         "run_id": run_id,
         "tracking_uri": portable_uri(tracking_uri(project_dir), project_dir),
         "aliases": sorted(client.get_model_version(cfg.model_name, model_version.version).aliases),
-        "serving": {"cpu_variant": settings["cpu_variant"], "gpu_variant": settings["gpu_variant"]},
+        "serving": {"variant": settings["variant"], "shipped": settings["shipped"]},
         "gate": decision,
     }
     with atomic_outputs(report_path, owner="register") as (tmp_report,):
@@ -146,10 +154,12 @@ def log_version(
         package = ModelPackage(
             name="model",
             python_model=CLASSIFIER_MODEL_FILE,
-            artifacts={"onnx": str(onnx_dir), "serving_config": str(settings_path)},
+            artifacts=served_artifacts(onnx_dir, model_dir, settings_path, settings),
             signature=classifier_signature(),
             input_example=CLASSIFIER_INPUT_EXAMPLE,
-            requirements=pinned_requirements(CLASSIFIER_REQUIREMENTS),
+            requirements=pinned_requirements(
+                CLASSIFIER_REQUIREMENTS + (TORCH_REQUIREMENTS if torch_shipped(settings) else ())
+            ),
             extra_artifacts={"pytorch_model": model_dir} if (model_dir / "config.json").exists() else {},
         )
         model_version = log_and_register(
@@ -159,18 +169,32 @@ def log_version(
     return model_version
 
 
-def served_model(onnx_dir: Path, settings: dict[str, Any]) -> Any:
+def torch_shipped(settings: dict[str, Any]) -> bool:
+    return any(v in TORCH_VARIANTS for v in settings["shipped"])
+
+
+def served_artifacts(onnx_dir: Path, model_dir: Path, settings_path: Path, settings: dict[str, Any]) -> dict[str, str]:
+    """The pyfunc's artifacts: the ONNX folder and settings, and the PyTorch checkpoint when a
+    PyTorch variant shipped (the served model then needs torch)."""
+    artifacts = {"onnx": str(onnx_dir), "serving_config": str(settings_path)}
+    if torch_shipped(settings):
+        artifacts["pytorch"] = str(model_dir)
+    return artifacts
+
+
+def served_model(onnx_dir: Path, model_dir: Path, settings: dict[str, Any]) -> Any:
     """The registered pyfunc's model class loaded from the same files it was logged with (no
     download from the artifact store)."""
     from types import SimpleNamespace
 
-    from imdb_mlops.serving.classifier_model import OnnxSentimentModel
+    from imdb_mlops.serving.classifier_model import SentimentModel
 
-    model = OnnxSentimentModel()
+    model = SentimentModel()
     with tempfile.TemporaryDirectory(prefix="register-") as tmp:
         settings_path = Path(tmp) / "serving_config.json"
         settings_path.write_text(json.dumps(settings))
-        model.load_context(SimpleNamespace(artifacts={"onnx": str(onnx_dir), "serving_config": str(settings_path)}))
+        artifacts = served_artifacts(onnx_dir, model_dir, settings_path, settings)
+        model.load_context(SimpleNamespace(artifacts=artifacts))
     return model
 
 
@@ -231,8 +255,7 @@ def description(test_metrics: dict[str, Any], settings: dict[str, Any], params: 
     return (
         f"IMDB sentiment classifier fine-tuned from {portable_name(params.model.name)}. "
         f"Test ({test_metrics.get('n', '?')} reviews): "
-        f"{figures}. Serves ONNX {settings['cpu_variant']} on CPU, {settings['gpu_variant']} on GPU "
-        f"(shipped: {', '.join(settings['shipped'])}). Input: review texts; output: label, probability."
+        f"{figures}. Serves {served_rule(settings)}. Input: review texts; output: label, probability."
     )
 
 
@@ -248,5 +271,5 @@ def print_decision(report: dict[str, Any]) -> None:
     if "reason" in gate:
         table.add_row("reason", gate["reason"])
     table.add_row("aliases", ", ".join(report["aliases"]) or "-")
-    table.add_row("serving", f"CPU {report['serving']['cpu_variant']}, GPU {report['serving']['gpu_variant']}")
+    table.add_row("serving", served_rule(report["serving"]))
     console.print(table)

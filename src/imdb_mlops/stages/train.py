@@ -144,7 +144,7 @@ def train(
         model=model,
         args=args,
         train_dataset=tokenized["train"].select_columns(["input_ids", "label"]),
-        eval_dataset=tokenized["validation"].select_columns(["input_ids", "label"]),
+        eval_dataset=evaluation_reviews(tokenized["validation"], cfg.eval_samples),
         processing_class=tokenizer,
         data_collator=transformers.DataCollatorWithPadding(
             tokenizer, pad_to_multiple_of=8 if device == "cuda" else None
@@ -203,6 +203,13 @@ def train(
     # --- print
     print_summary(summary)
     return summary
+
+
+def evaluation_reviews(validation: Any, samples: int | None) -> Any:
+    """The validation reviews scored at each evaluation: the first ``samples`` of them, or all."""
+    if samples is not None and samples < len(validation):
+        validation = validation.select(range(samples))
+    return validation.select_columns(["input_ids", "label"])
 
 
 def classifier_run_key(params: Params, tokenized_dir: Path) -> str:

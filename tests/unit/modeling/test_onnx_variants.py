@@ -1,12 +1,20 @@
-"""The parity thresholds a reduced-precision ONNX variant must meet to ship."""
+"""Which nodes of the optimized graph int8 quantization leaves in fp32."""
 
-from imdb_mlops.config import ExportConfig
-from imdb_mlops.modeling.onnx_variants import parity_failures
+from imdb_mlops.modeling.onnx_variants import fp32_nodes
+
+NAMES = [
+    "EmbedLayerNormalization_0",
+    "Attention_0",
+    "/bert/encoder/layer.0/intermediate/dense/MatMul",
+    "Attention_1",
+    "/bert/encoder/layer.1/output/dense/MatMul",
+    "/bert/pooler/dense/Gemm",
+    "/classifier/Gemm",
+]
 
 
-def test_gate_thresholds_name_the_figure():
-    cfg = ExportConfig()
-    good = {"max_abs_diff": 1e-6, "agreement": 1.0, "accuracy": 0.9, "torch_accuracy": 0.9}
-    assert parity_failures("fp32", good, cfg) == [] and parity_failures("int8", good, cfg) == []
-    worse = {"max_abs_diff": 0.5, "agreement": 0.97, "accuracy": 0.88, "torch_accuracy": 0.9}
-    assert parity_failures("int8", worse, cfg) == ["agreement 97.00% < 99.00%", "accuracy drop 2.00 points > 0.50"]
+def test_keep_names_the_first_and_last_layer_and_the_head():
+    assert fp32_nodes(NAMES, ["first_layer"]) == ["/bert/encoder/layer.0/intermediate/dense/MatMul", "Attention_0"]
+    assert fp32_nodes(NAMES, ["last_layer"]) == ["/bert/encoder/layer.1/output/dense/MatMul", "Attention_1"]
+    assert fp32_nodes(NAMES, ["head"]) == ["/bert/pooler/dense/Gemm", "/classifier/Gemm"]
+    assert fp32_nodes(NAMES, []) == []

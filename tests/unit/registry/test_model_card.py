@@ -20,7 +20,7 @@ def facts(**extra):
         "data": {"source": {"format": "parquet_dir", "digest": "12419972"},
                  "splits": {"train": {"rows": 4000, "positive_share": 0.502}}},
         "metrics": METRICS, "onnx": {"variants": {"int8": {"shipped": True, "agreement": 0.99, "max_abs_diff": 0.02}}},
-        "settings": {"cpu_variant": "int8", "gpu_variant": "fp32"},
+        "settings": {"variant": "auto", "shipped": ["fp32", "int8"]},
         "behaviour": {"suite_version": 1, "families": {"mft": {"cases": 80, "pass_rate": 0.7375,
                                                                 "tests": {"plain": 1.0, "negated negative": 0.0}}}},
         "gate": {"action": "promoted", "reason": "first registered version"}, "hashes": {"data/raw": "md5abc"},
