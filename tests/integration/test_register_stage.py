@@ -5,6 +5,7 @@ promotion, rollback, lineage, the CLI, and `mlflow models serve` answering over 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -296,8 +297,12 @@ def test_cli_predicts_from_arguments_and_files(world, registered, tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["label"] for r in rows] == ["negative", "positive"] and all(0.5 <= r["probability"] <= 1 for r in rows)
-    table = run_cli("predict", "a dull and tedious film", "-m", "2", cwd=root, **env)
+    table = run_cli("predict", "a dull and tedious film", "-m", "2", "--verbose", cwd=root, **env)
     assert table.returncode == 0 and "negative" in table.stdout
+    # --verbose: the variant the model measured fastest here, among those shipped, and the CPU's flags.
+    assert "imdb-mlops classifier: serving the " in table.stderr and "CPU flags" in table.stderr
+    chosen = re.search(r"Variant: (\w+) on cpu", table.stderr)
+    assert chosen and chosen.group(1) in ("fp32", "int8", "torch_bf16")
     empty = run_cli("predict", cwd=root, **env)
     assert empty.returncode == 1 and "predict: no texts" in empty.stderr
 

@@ -177,6 +177,9 @@ def predict(
     model: ModelRefOption = None,
     params: ParamsOption = DEFAULT_PARAMS_PATH,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also show which variant the model runs here, and why.")
+    ] = False,
 ) -> None:
     """Predict sentiment with a registered model, e.g. imdb-mlops predict "a delight" -m @challenger."""
     from imdb_mlops.registry.predict import predict_texts
@@ -197,7 +200,10 @@ def predict(
     loaded = load_params(params)
     connect(loaded)
     uri = resolve_model_uri(model, loaded.registry.model_name)
-    rows = predict_texts(uri, items, loaded.registry.max_texts_per_request).to_dict("records")
+    frame, choice = predict_texts(uri, items, loaded.registry.max_texts_per_request)
+    rows = frame.to_dict("records")
+    if verbose:
+        print_choice(choice)
     if as_json:
         for text, row in zip(items, rows, strict=True):
             typer.echo(json.dumps({"text": text, **{k: plain(v) for k, v in row.items()}}))
@@ -248,3 +254,23 @@ def serve(
     command = ["mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-h", host, "-p", str(port)]
     err.print(f"$ {shlex.join(command)}", highlight=False)
     raise typer.Exit(subprocess.call(command, env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri()}))
+
+
+def print_choice(choice: dict[str, Any] | None) -> None:
+    """The served model's variant choice as a table (on stderr: stdout keeps the predictions)."""
+    console = Console(stderr=True)
+    if not choice:
+        console.print("This model version does not choose a variant at load (registered before issue 15).")
+        return
+    probe = choice.get("probe", {})
+    table = Table(
+        title=f"Variant: {choice['variant']} on {choice['device']} ({choice['rule']})",
+        caption=f"probe: {probe.get('batch', '-')} x {probe.get('tokens', '-')} tokens, {probe.get('seconds', '-')} s; "
+        f"CPU flags: {choice.get('cpu_flags', '-')}",
+    )
+    table.add_column("variant")
+    table.add_column("texts/s on the probe", justify="right")
+    for variant, speed in choice.get("texts_per_s", {}).items():
+        mark = " (chosen)" if variant == choice["variant"] else ""
+        table.add_row(variant + mark, f"{speed:.1f}")
+    console.print(table)

@@ -42,13 +42,25 @@ def predict_labels(model_uri: str, texts: list[str], cfg: RegistryConfig, what: 
     return (frame["label"] == LABELS[1]).to_numpy().astype(int)
 
 
-def predict_texts(model_uri: str, texts: list[str], chunk: int) -> pd.DataFrame:
-    """Label and probability per text, from a registered (or any pyfunc) model loaded once."""
+def served_choice(model: Any) -> dict[str, Any] | None:
+    """Which variant a loaded classifier pyfunc runs and why (its self-measurement at load); None
+    for models that do not choose (older versions, other pyfuncs)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return getattr(model.unwrap_python_model(), "choice", None)
+    except MlflowException:  # a pyfunc flavour without a Python model
+        return None
+
+
+def predict_texts(model_uri: str, texts: list[str], chunk: int) -> tuple[pd.DataFrame, dict[str, Any] | None]:
+    """Label and probability per text, from a registered (or any pyfunc) model loaded once, and
+    the model's variant choice (:func:`served_choice`)."""
     from mlflow.exceptions import MlflowException
 
     model = load_pyfunc(model_uri)
     try:
-        return predict_chunked(model, texts, chunk)
+        return predict_chunked(model, texts, chunk), served_choice(model)
     except MlflowException as exc:
         raise PipelineError(f"predict: {exc.message.splitlines()[-1]}") from None
 

@@ -25,7 +25,7 @@ from imdb_mlops.common.files import atomic_outputs, write_json
 from imdb_mlops.config import Params
 from imdb_mlops.data.sampling import stratified_sample
 from imdb_mlops.data.splits import read_split
-from imdb_mlops.registry.predict import predict_chunked
+from imdb_mlops.registry.predict import predict_chunked, served_choice
 from imdb_mlops.registry.versions import connect, load_pyfunc, resolve_model_uri, version_of_uri
 from imdb_mlops.scoring.drift import drift_report
 
@@ -120,6 +120,7 @@ def score(
         "model_version": version,
         "input": str(input_path),
         "reviews": len(scored),
+        "served_variant": served_choice(model),
         "drift": drift_report(reference, scored, tokenizer, cfg),
     }
     report["warnings"] = [f"{name}: {d['warning']}" for name, d in report["drift"].items() if d.get("warning")]

@@ -112,14 +112,20 @@ class SentimentModel(PythonModel):
             }
         )
 
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Each text's token ids, cut to the trained length as the tokenize stage cut them."""
+        s = self.settings
+        encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=True)
+        return [cut(e.ids, s["max_length"], s["n_prefix"], s["n_suffix"], s["head_tokens"]) for e in encodings]
+
     def positive_probabilities(self, texts: list[str]) -> np.ndarray:
         from imdb_mlops.modeling.runtimes import predict_logits
         from imdb_mlops.modeling.variant_gate import positive_probabilities
 
-        s = self.settings
-        encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=True)
-        ids = [cut(e.ids, s["max_length"], s["n_prefix"], s["n_suffix"], s["head_tokens"]) for e in encodings]
-        return positive_probabilities(predict_logits(self.runner, ids, s["batch_size"], s["pad_token_id"]))
+        logits = predict_logits(
+            self.runner, self.token_ids(texts), self.settings["batch_size"], self.settings["pad_token_id"]
+        )
+        return positive_probabilities(logits)
 
 
 def as_texts(model_input: Any) -> list[str]:
