@@ -136,7 +136,7 @@ def test_mlflow_run_holds_params_metrics_tags_and_datasets(built):
     artifacts = {a.path for a in client.list_artifacts(run_id, "figures/evaluation")}
     assert "figures/evaluation/confusion_matrix.png" in artifacts
     assert "figures/evaluation/attention_mistake_1.png" in artifacts
-    assert metrics["onnx_fp32_agreement"] == 1.0 and "onnx_fp32_batch32_texts_per_s" in metrics
+    assert metrics["variant_fp32_agreement"] == 1.0 and "variant_fp32_batch32_texts_per_s" in metrics
     assert tags["onnx.provider"] == "CPUExecutionProvider" and "fp32" in tags["variants.shipped"].split(",")
 
 

@@ -81,9 +81,10 @@ def test_fp32_graph_is_fused_and_int8_is_quantized(exported):
     assert ops["int8"] & {"MatMulInteger", "DynamicQuantizeLinear", "QAttention"}
 
 
-def test_int8_keeps_the_first_layer_in_fp32(exported):
+def test_int8_can_keep_the_first_layer_in_fp32(exported, tmp_path):
     """export.int8_keep_fp32 = [first_layer, head]: layer 0's products stay float MatMul / Attention."""
-    graph = onnx.load(str(exported["variants"]["int8"])).graph
+    cfg = ExportConfig(int8_keep_fp32=["first_layer", "head"])
+    graph = onnx.load(str(build_variants(exported["model"], tmp_path, cfg, gpu=False)["int8"])).graph
     first = {n.op_type for n in graph.node if "layer.0/" in n.name or n.name == "Attention_0"}
     assert "MatMul" in first and "Attention" in first and not first & {"MatMulInteger", "QAttention"}
     later = {n.op_type for n in graph.node if "layer.1/" in n.name}

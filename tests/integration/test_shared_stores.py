@@ -125,7 +125,7 @@ def test_train_register_promote_against_mlflow_on_postgres(
     assert tags["promotion_reason"] == "reviewed by the team" and tags["params_digest"]
     run_info = requests.get(f"{api}/runs/get", params={"run_id": tags["training_run_id"]}, timeout=10).json()["run"]
     metrics = {m["key"]: m["value"] for m in run_info["data"]["metrics"]}
-    assert "test_accuracy" in metrics and "onnx_fp32_agreement" in metrics
+    assert "test_accuracy" in metrics and "variant_fp32_agreement" in metrics
     # the artifacts went through the server to its local artifact root, and load back from there
     listed = requests.get(
         f"{api}/artifacts/list", params={"run_id": tags["training_run_id"], "path": "pytorch_model"}, timeout=10

@@ -30,7 +30,7 @@ from scipy.stats import norm
 class GateRule:
     max_accuracy_drop: float = 0.005  # non-inferiority margin (0.005 = 0.5 points)
     confidence: float = 0.95  # of the one-sided lower bound
-    max_probability_diff: float = 0.05  # bound on the 99th percentile of |p - p_reference|
+    max_probability_diff: float = 0.1  # bound on the 99th percentile of |p - p_reference|
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -157,19 +158,22 @@ def log_to_run(params: Params, run_file: Path, report: dict[str, Any], report_pa
 
 def print_report(report: dict[str, Any]) -> None:
     table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
         title=f"Variants vs PyTorch fp32 on {report['gate_samples']} validation reviews ({report['provider']})",
-        caption=f"change: accuracy, in points; low: its one-sided {report['gate_confidence']:.0%} lower bound",
+        caption=f"change: accuracy, points; low: its one-sided {report['gate_confidence']:.0%} lower bound; "
+        "p99 dp: 99th percentile of |probability difference|",
     )
-    for column in ("variant", "shipped", "accuracy", "change", "low", "agree", "p99 |dp|", "b1 ms", "b32 /s"):
-        table.add_column(column, justify="left" if column in ("variant", "shipped") else "right")
+    for column in ("variant", "ship", "acc %", "change", "low", "agree %", "p99 dp", "b1 ms", "b32/s"):
+        table.add_column(column, justify="left" if column in ("variant", "ship") else "right", no_wrap=True)
     for name, v in report["variants"].items():
         table.add_row(
             name,
             "yes" if v["shipped"] else "[red]no[/]",
-            f"{v['accuracy']:.2%}",
+            f"{v['accuracy'] * 100:.2f}",
             f"{v['accuracy_change'] * 100:+.2f}",
             f"{v['lower_bound'] * 100:+.2f}",
-            f"{v['agreement']:.1%}",
+            f"{v['agreement'] * 100:.1f}",
             f"{v['probability_diff_p99']:.3f}",
             str(v.get("batch1_latency_ms_p50", "-")),
             str(round(v["batch32_texts_per_s"])) if "batch32_texts_per_s" in v else "-",

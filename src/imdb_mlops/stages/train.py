@@ -6,7 +6,8 @@ Entry point: :func:`train`. Steps:
    the tokenized splits, the pretrained checkpoint with a fresh two-label head;
 2. **compute**: the Trainer (:mod:`imdb_mlops.modeling.finetuning`: dynamic padding with
    length-grouped batches, warmup and a decaying schedule, weight decay, gradient accumulation,
-   bf16/fp16 chosen automatically on a GPU, validation every epoch or N steps with early stopping
+   bf16/fp16 chosen automatically on a GPU, bf16 autocast on a CPU with native bf16 (AMX or
+   AVX-512 BF16; :mod:`imdb_mlops.modeling.capabilities`), validation every epoch or N steps with early stopping
    and best-checkpoint selection), resuming from the last checkpoint of the same run key and
    continuing the same MLflow run;
 3. **write**, together: the model as safetensors with its tokenizer, the MLflow run file, training
