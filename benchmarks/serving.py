@@ -1,7 +1,7 @@
 """Serving throughput: plain PyTorch as users run it vs every shipped variant vs the served model.
 
     python benchmarks/serving.py [--model-dir models/classifier] [--onnx-dir models/onnx] \
-        [--model-uri models:/imdb-sentiment@champion] [--n 512] [--batch1-n 128] [--out results.json]
+        [--model-uri models:/imdb-sentiment@champion] [--n 2000] [--batch1-n 128] [--out results.json]
 
 In one process, on the same N real test reviews (``../shared/imdb``), cut to the trained length as
 the served model cuts them, in length-sorted batches, texts/s at batch 1 and 32 and accuracy for:
@@ -144,7 +144,7 @@ def main() -> None:
     parser.add_argument("--onnx-report", type=Path, default=REPO / "reports" / "onnx.json")
     parser.add_argument("--model-uri", help="a registered model to time as served (default: log one to a temp store)")
     parser.add_argument("--imdb", type=Path, default=REPO.parent / "shared" / "imdb")
-    parser.add_argument("--n", type=int, default=512, help="test reviews timed at batch 32")
+    parser.add_argument("--n", type=int, default=2000, help="test reviews timed at batch 32 (one review = 0.05 points)")
     parser.add_argument("--batch1-n", type=int, default=128, help="of those, reviews timed at batch 1")
     parser.add_argument("--max-length", type=int, default=256, help="the trained max length (tokenize.max_length)")
     parser.add_argument("--out", type=Path, help="also write the JSON summary here")
@@ -231,7 +231,7 @@ def report(
         table.add_row(name, f"{r['batch1']:.1f}", f"{r['batch32']:.1f}", f"{r['accuracy']:.4f}",
                       f"{r['batch1_vs_fp32']:.2f}x", f"{r['batch32_vs_fp32']:.2f}x",
                       f"{r['batch1_vs_best_pytorch']:.2f}x", f"{r['batch32_vs_best_pytorch']:.2f}x")  # fmt: skip
-    console = Console()
+    console = Console(width=150)  # the table is for logs and terminals alike
     console.print(table)
     speeds = ", ".join(f"{v} {s:.0f}" for v, s in choice.get("texts_per_s", {}).items())
     console.print(
