@@ -200,9 +200,24 @@ def test_a_stage_past_its_timeout_is_stopped_with_its_processes(flow_project):
     assert state.is_failed()
     with pytest.raises(Exception, match="timed out after 2"):
         state.result()
-    time.sleep(1)
-    leftovers = subprocess.run(["pgrep", "-f", "imdb-mlops register"], capture_output=True, text=True).stdout.split()
+    # This project's register processes only (another test worker may be registering its own).
+    deadline = time.monotonic() + 3  # a killed process is gone by then; a finished register would take longer
+    while (leftovers := stage_processes("imdb-mlops register", project)) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert leftovers == [], leftovers
+
+
+def stage_processes(command: str, project: Path) -> list[str]:
+    """Running processes of ``command`` whose working directory is ``project``."""
+    pids = subprocess.run(["pgrep", "-f", command], capture_output=True, text=True).stdout.split()
+    mine = []
+    for pid in pids:
+        try:
+            if Path(os.readlink(f"/proc/{pid}/cwd")).resolve() == project.resolve():
+                mine.append(pid)
+        except OSError:  # ended meanwhile
+            continue
+    return mine
 
 
 def test_bad_overrides_and_unknown_flow_parameters_change_nothing(flow_project):
