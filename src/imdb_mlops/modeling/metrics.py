@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from imdb_mlops.common.labels import LABELS
+from imdb_mlops.common.numbers import softmax
 from imdb_mlops.config import EvaluateConfig
 
 METRICS_MODULE = Path(__file__).parent / "evaluate_metrics" / "binary_classification"
@@ -29,12 +30,6 @@ def load_metric() -> Any:
     import evaluate
 
     return evaluate.load(str(METRICS_MODULE))
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def validation_metrics() -> Any:

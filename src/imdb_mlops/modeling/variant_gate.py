@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.stats import norm
 
+from imdb_mlops.common.numbers import softmax
+
 
 @dataclass(frozen=True)
 class GateRule:
@@ -52,9 +54,7 @@ class GateFigures:
 
 def positive_probabilities(logits: np.ndarray) -> np.ndarray:
     """Softmax probability of the positive class from two-column logits."""
-    logits = np.asarray(logits, dtype=np.float64)
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted[:, 1] / shifted.sum(axis=1)
+    return softmax(np.asarray(logits, dtype=np.float64))[:, 1]
 
 
 def noninferiority_bound(b: int, c: int, n: int, confidence: float) -> tuple[float, float]:
