@@ -324,7 +324,7 @@ TINY_PIPELINE_PARAMS = {
     "export.latency_samples": 8,
     # The PyTorch bf16 variant is exercised by the export, runtimes and register tests; here every pyfunc
     # load in a CLI subprocess would import transformers for it.
-    "export.torch_bf16": "off",
+    "export.torch_bf16": False,
     "registry.behaviour_min_pass": None,  # tiny models of synthetic reviews know no English
 }
 

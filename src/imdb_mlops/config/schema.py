@@ -196,8 +196,9 @@ class ExportConfig(_Section):
     max_probability_diff: float = Field(0.1, gt=0, le=1)
     int8_per_channel: bool = True  # int8 weights with one scale per output channel
     int8_keep_fp32: list[Literal["first_layer", "last_layer", "head"]] = ["head"]
-    # The PyTorch variant with bf16 weights: auto = built where bf16 is native (AMX / AVX-512 BF16 CPU, GPU).
-    torch_bf16: Literal["auto", "off"] = "auto"
+    # Build the PyTorch variant with bf16 weights where bf16 is native (AMX / AVX-512 BF16 CPU, GPU).
+    # A boolean, not auto/off: YAML reads a bare `off` as false.
+    torch_bf16: bool = True
     latency_samples: int = Field(64, ge=1)
 
 

@@ -115,10 +115,10 @@ def candidate_runners(
     onnx_files: dict[str, Path], model_dir: Path, cfg: ExportConfig, caps: Capabilities, gpu: bool
 ) -> Any:
     """(name, runner) of every candidate, loaded one at a time: the ONNX files, then the bf16
-    PyTorch variant where bf16 is native here (and ``export.torch_bf16`` is ``auto``)."""
+    PyTorch variant where bf16 is native here (unless ``export.torch_bf16`` is false)."""
     for name, path in onnx_files.items():
         yield name, onnx_runner(path, name, gpu)
-    if cfg.torch_bf16 == "auto" and (caps.cuda_bf16 if gpu else caps.cpu_bf16):
+    if cfg.torch_bf16 and (caps.cuda_bf16 if gpu else caps.cpu_bf16):
         runner: Runner = torch_runner(load_torch_classifier(model_dir), "torch_bf16", "cuda" if gpu else "cpu")
         yield "torch_bf16", runner
 
