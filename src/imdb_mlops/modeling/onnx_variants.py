@@ -26,16 +26,6 @@ from imdb_mlops.config import ExportConfig
 from imdb_mlops.modeling.runtimes import INPUT_NAMES, Runner, padded_batches
 
 
-def execution_provider() -> str:
-    """CUDA when a GPU is present and onnxruntime-gpu can use it, else CPU."""
-    import onnxruntime as ort
-    import torch
-
-    if torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers():
-        return "CUDAExecutionProvider"
-    return "CPUExecutionProvider"
-
-
 def build_variants(model: Any, work: Path, cfg: ExportConfig, gpu: bool) -> dict[str, Path]:
     """fp32 (optimized), int8 (dynamic quantization) and, on a GPU, fp16."""
     import onnx

@@ -51,6 +51,19 @@ def usable_variants(shipped: list[str], caps: Capabilities, gpu: bool) -> list[s
     return usable
 
 
+def onnx_gpu() -> bool:
+    """A CUDA device ONNX Runtime can use (onnxruntime-gpu lists its CUDA provider without one)."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is installed with the project
+        return False
+    return bool(torch.cuda.is_available())
+
+
 def cpu_threads() -> int:
     """Cores this process may use (the container's share, not the host's)."""
     try:

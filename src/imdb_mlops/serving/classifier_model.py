@@ -30,7 +30,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
+from imdb_mlops.modeling.capabilities import capability_tags, detect
+from imdb_mlops.modeling.runtimes import choose_variant, onnx_gpu, predict_logits
 from imdb_mlops.modeling.truncation import cut
+from imdb_mlops.modeling.variant_gate import positive_probabilities
 
 # The signature is logged explicitly; MLflow's advice to derive one from type hints is noise here.
 warnings.filterwarnings("ignore", message=r"(?s).*Add type hints to the `predict` method")
@@ -53,27 +56,11 @@ class RequestRejected(MlflowException):
         self._message = value.rsplit("\nError: ", 1)[-1]
 
 
-def gpu_available() -> bool:
-    """A CUDA device usable by ONNX Runtime (onnxruntime-gpu lists its CUDA provider without one)."""
-    import onnxruntime as ort
-
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return False
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is installed with the project
-        return False
-    return bool(torch.cuda.is_available())
-
-
 class SentimentModel(PythonModel):
     """Tokenize (cut as in training), run the variant fastest on this machine, softmax."""
 
     def load_context(self, context: Any) -> None:
         from tokenizers import Tokenizer
-
-        from imdb_mlops.modeling.capabilities import capability_tags, detect
-        from imdb_mlops.modeling.runtimes import choose_variant
 
         settings = json.loads(Path(context.artifacts["serving_config"]).read_text())
         onnx_dir = Path(context.artifacts["onnx"])
@@ -81,13 +68,12 @@ class SentimentModel(PythonModel):
         caps = detect()
         probe = (settings["probe_batch"], settings["probe_tokens"], settings["vocab_size"])
         self.runner, self.choice = choose_variant(
-            settings["shipped"], settings["variant"], (onnx_dir, torch_dir), probe, caps, gpu_available()
+            settings["shipped"], settings["variant"], (onnx_dir, torch_dir), probe, caps, onnx_gpu()
         )
         self.choice["cpu_flags"] = capability_tags(caps)["cpu.flags"]
-        self.variant = self.choice["variant"]
         speeds = ", ".join(f"{v} {s:.0f}" for v, s in self.choice["texts_per_s"].items())
         print(
-            f"imdb-mlops classifier: serving the {self.variant} variant on {self.choice['device']} "
+            f"imdb-mlops classifier: serving the {self.choice['variant']} variant on {self.choice['device']} "
             f"({self.choice['rule']}{'; texts/s ' + speeds if speeds else ''}; CPU flags {self.choice['cpu_flags']})",
             file=sys.stderr,
             flush=True,
@@ -119,9 +105,6 @@ class SentimentModel(PythonModel):
         return [cut(e.ids, s["max_length"], s["n_prefix"], s["n_suffix"], s["head_tokens"]) for e in encodings]
 
     def positive_probabilities(self, texts: list[str]) -> np.ndarray:
-        from imdb_mlops.modeling.runtimes import predict_logits
-        from imdb_mlops.modeling.variant_gate import positive_probabilities
-
         logits = predict_logits(
             self.runner, self.token_ids(texts), self.settings["batch_size"], self.settings["pad_token_id"]
         )

@@ -30,10 +30,11 @@ from imdb_mlops.common.numbers import numeric_metrics
 from imdb_mlops.config import ExportConfig, Params
 from imdb_mlops.modeling.capabilities import Capabilities, capability_tags, detect
 from imdb_mlops.modeling.classifier import load_trained_classifier
-from imdb_mlops.modeling.onnx_variants import build_variants, execution_provider, latency
+from imdb_mlops.modeling.onnx_variants import build_variants, latency
 from imdb_mlops.modeling.runtimes import (
     Runner,
     load_torch_classifier,
+    onnx_gpu,
     onnx_runner,
     predict_logits,
     torch_runner,
@@ -59,8 +60,8 @@ def export(
 
     cfg = params.export
     caps = detect()
-    provider = execution_provider()
-    gpu = provider == "CUDAExecutionProvider"
+    gpu = onnx_gpu()
+    provider = "CUDAExecutionProvider" if gpu else "CPUExecutionProvider"
     validation = load_from_disk(str(tokenized_dir))["validation"]
     sample = validation.select(range(min(cfg.gate_samples, len(validation))))
     ids, labels = sample["input_ids"], np.asarray(sample["label"])
