@@ -4,7 +4,6 @@ offline checkpoint."""
 from __future__ import annotations
 
 import shlex
-import subprocess
 from typing import Annotated
 
 import typer
@@ -52,7 +51,8 @@ def exp_run(
     params: ParamsOption = DEFAULT_PARAMS_PATH,
 ) -> None:
     """Run the pipeline as a DVC experiment with profile overlays and overrides, validated first."""
-    from imdb_mlops.orchestration.experiments import exp_run_command, experiment_overrides
+    from imdb_mlops.cli.common import wide_console
+    from imdb_mlops.orchestration.experiments import OFFLINE_GENERATOR_PROFILE, exp_run_command, experiment_overrides
 
     overrides = experiment_overrides(params, profile or [], set_param or [], offline, SHARED_IMDB)
     command = exp_run_command(overrides, name)
@@ -60,7 +60,15 @@ def exp_run(
         typer.echo(shlex.join(command))
         return
     err.print(f"$ {shlex.join(command)}", highlight=False)
-    raise typer.Exit(subprocess.call(command))
+    from imdb_mlops.orchestration.stage_clock import run_timed
+
+    code, clock, seconds = run_timed(command)
+    from imdb_mlops.config.overrides import expected_minutes
+    from imdb_mlops.reporting.run_times import run_time_table
+
+    names = ([OFFLINE_GENERATOR_PROFILE] if offline else []) + list(profile or [])
+    wide_console().print(run_time_table(clock, seconds, expected_minutes(params.parent, names), code))
+    raise typer.Exit(code)
 
 
 @app.command("reproduce", rich_help_panel="Experiments and params")

@@ -44,10 +44,28 @@ def parse_assignments(items: Iterable[str], option: str = "-S") -> dict[str, Any
     return overrides
 
 
-def profile_overrides(project_dir: Path, names: Iterable[str], option: str = "--profile") -> dict[str, Any]:
-    """The dotted overrides of ``profiles/NAME.yaml`` for each name, later ones winning."""
+MACHINES_KEY = "machines"  # a profile's per-machine-kind overlays (not a params section)
+
+
+def profile_overrides(
+    project_dir: Path, names: Iterable[str], option: str = "--profile", kind: str | None = None
+) -> dict[str, Any]:
+    """The dotted overrides of ``profiles/NAME.yaml`` for each name, later ones winning; a profile's
+    ``machines.<kind>.params`` for this machine's kind (``kind``, else the capability check) come
+    after its own sections."""
     merged: dict[str, Any] = {}
+    for path, tree in read_profiles(project_dir, names, option):
+        machines = tree.pop(MACHINES_KEY, None) or {}
+        merged.update(flatten(tree))
+        if machines:
+            merged.update(flatten(machine_entry(path, machines, kind).get("params") or {}))
+    return merged
+
+
+def read_profiles(project_dir: Path, names: Iterable[str], option: str = "--profile") -> list[tuple[Path, dict]]:
+    """(path, mapping) of each named profile, in order."""
     folder = project_dir / PROFILES_DIR
+    profiles = []
     for name in names:
         path = folder / f"{name}.yaml"
         if not path.exists():
@@ -56,8 +74,29 @@ def profile_overrides(project_dir: Path, names: Iterable[str], option: str = "--
         tree = read_yaml(path) or {}
         if not isinstance(tree, dict):
             raise ParamsError(f"{path}: must be a mapping of sections")
-        merged.update(flatten(tree))
-    return merged
+        profiles.append((path, dict(tree)))
+    return profiles
+
+
+def machine_entry(path: Path, machines: Any, kind: str | None = None) -> dict[str, Any]:
+    """The ``machines`` entry of a profile for ``kind`` (default: this machine's), or ``{}``."""
+    from imdb_mlops.modeling.capabilities import MACHINE_KINDS, machine_kind
+
+    if not isinstance(machines, dict) or not set(machines) <= set(MACHINE_KINDS):
+        raise ParamsError(f"{path}: {MACHINES_KEY} must map machine kinds ({', '.join(MACHINE_KINDS)}) to entries")
+    entry = machines.get(kind or machine_kind()) or {}
+    if not isinstance(entry, dict) or not set(entry) <= {"params", "expected_minutes"}:
+        raise ParamsError(f"{path}: each {MACHINES_KEY} entry holds params and expected_minutes only")
+    return entry
+
+
+def expected_minutes(project_dir: Path, names: Iterable[str], kind: str | None = None) -> float | None:
+    """What the last of the named profiles that says so expects a run to take on this machine kind."""
+    expected = None
+    for path, tree in read_profiles(project_dir, names):
+        entry = machine_entry(path, tree.get(MACHINES_KEY) or {}, kind)
+        expected = entry.get("expected_minutes", expected)
+    return expected
 
 
 def with_overrides(path: Path, overrides: dict[str, Any]) -> Params:

@@ -195,7 +195,12 @@ class ExportConfig(_Section):
     # Bound on the 99th percentile of |P(positive) - P_reference(positive)| over the gate reviews.
     max_probability_diff: float = Field(0.1, gt=0, le=1)
     int8_per_channel: bool = True  # int8 weights with one scale per output channel
-    int8_keep_fp32: list[Literal["first_layer", "last_layer", "head"]] = ["head"]
+    # Nodes int8 leaves in fp32: first_layer, last_layer, head, ffn_input.<i> / ffn_output.<i> (encoder
+    # layer i's FFN MatMuls), or part of a node's name; benchmarks/int8_recipes.py measures which matter.
+    int8_keep_fp32: list[str] = ["head", "ffn_output.0", "ffn_output.1"]
+    # 7-bit weights (ONNX Runtime's reduce_range) cannot saturate the u8 x s8 kernel of CPUs without
+    # VNNI (AVX2 only); auto: 7 where this CPU has no VNNI, else 8.
+    int8_weight_bits: Literal["auto", 7, 8] = "auto"
     # Build the PyTorch variant with bf16 weights where bf16 is native (AMX / AVX-512 BF16 CPU, GPU).
     # A boolean, not auto/off: YAML reads a bare `off` as false.
     torch_bf16: bool = True
@@ -291,6 +296,14 @@ class GeneratorFinetuneConfig(_Section):
     save_steps: int = Field(500, ge=1)  # resumable checkpoints (models/checkpoints/generator-*)
     logging_steps: int = Field(50, ge=1)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # full: every weight trains. lora: low-rank adapters (peft) on the linear layers of the top
+    # lora_layers decoder layers (null = all), merged into plain weights before saving; the layers
+    # below get no gradient unless train_codes also trains the control codes' embedding rows.
+    method: Literal["full", "lora"] = "full"
+    lora_rank: int = Field(16, ge=1, le=1024)
+    lora_alpha: float = Field(32.0, gt=0)
+    lora_layers: int | None = Field(None, ge=1)
+    train_codes: bool = True  # with lora: the two control-code embedding rows train too
 
 
 class DecodingConfig(_Section):

@@ -9,6 +9,7 @@ from torch; :func:`capability_tags` records them on runs and in reports.
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +51,11 @@ def read_cpu(cpuinfo: str) -> tuple[str, frozenset[str]]:
     return model or "unknown", frozenset(flags & set(CPU_FLAGS))
 
 
+# Act as a CPU with only these flags (comma-separated, a subset of this CPU's): to measure here what
+# another CPU kind chooses, e.g. IMDB_MLOPS_CPU_FLAGS=avx2 with ONEDNN_MAX_CPU_ISA=AVX2 for torch.
+FLAGS_ENV = "IMDB_MLOPS_CPU_FLAGS"
+
+
 @functools.cache
 def detect() -> Capabilities:
     """This machine's capabilities (read once per process)."""
@@ -58,6 +64,8 @@ def detect() -> Capabilities:
     except OSError:
         cpuinfo = ""
     model, flags = read_cpu(cpuinfo)
+    if os.environ.get(FLAGS_ENV) is not None:
+        flags = flags & frozenset(os.environ[FLAGS_ENV].replace(",", " ").split())
     cuda = cuda_bf16 = False
     try:
         import torch
@@ -67,6 +75,21 @@ def detect() -> Capabilities:
     except ImportError:
         pass
     return Capabilities(model, flags, cuda, cuda_bf16)
+
+
+MACHINE_KINDS = ("gpu", "cpu-bf16", "cpu-int8", "cpu-avx2")
+
+
+def machine_kind(caps: Capabilities | None = None) -> str:
+    """What sizes the work of a run on this machine: ``gpu``; ``cpu-bf16`` (AMX or AVX-512 BF16:
+    bf16 training and decoding); ``cpu-int8`` (VNNI but no bf16); ``cpu-avx2`` (neither: fp32 only,
+    int8 with 7-bit weights)."""
+    caps = caps or detect()
+    if caps.cuda:
+        return "gpu"
+    if caps.cpu_bf16:
+        return "cpu-bf16"
+    return "cpu-int8" if caps.cpu_int8 else "cpu-avx2"
 
 
 def capability_tags(caps: Capabilities | None = None) -> dict[str, str]:
@@ -79,6 +102,7 @@ def capability_tags(caps: Capabilities | None = None) -> dict[str, str]:
         "cpu.int8": str(caps.cpu_int8).lower(),
         "cuda": str(caps.cuda).lower(),
         "cuda.bf16": str(caps.cuda_bf16).lower(),
+        "machine.kind": machine_kind(caps),
     }
 
 

@@ -20,7 +20,7 @@ from rich.console import Console
 from imdb_mlops.common.errors import PipelineError, first_line
 from imdb_mlops.common.hub import local_path
 from imdb_mlops.common.labels import LABELS
-from imdb_mlops.config import GenerationConfig, Params
+from imdb_mlops.config import GenerationConfig, GeneratorFinetuneConfig, Params
 from imdb_mlops.data.sampling import sample_texts
 from imdb_mlops.modeling.capabilities import autocast, choose_precision
 from imdb_mlops.modeling.finetuning import (
@@ -186,8 +186,10 @@ def finetune(
     precision = choose_precision(cfg.precision, device, "generation.finetune.precision")
     tokenizer.padding_side = "right"
     args = decoder_arguments(params, checkpoint_dir, precision)
+    trained = with_adapters(model, tokenizer, cfg)
+    trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
     trainer = transformers.Trainer(
-        model=model,
+        model=trained,
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
@@ -197,10 +199,14 @@ def finetune(
         callbacks=[MlflowMetricsCallback()],
     )
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if trained is not model:
+        trained.merge_and_unload()  # adapters and trained code rows into the base weights, in place
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     train_log, _ = split_history(trainer.state.log_history)
     return {
         "enabled": True,
+        "method": cfg.method,
+        "trainable_parameters": trainable,
         "reviews": len(texts),
         "unlabelled_reviews": sum(s is None for s in sentiments),
         "steps": trainer.state.global_step,
@@ -209,6 +215,48 @@ def finetune(
         "train_samples_per_second": round(result.metrics["train_samples_per_second"], 3),
         "precision": precision,
     }
+
+
+def with_adapters(model: Any, tokenizer: Any, cfg: GeneratorFinetuneConfig) -> Any:
+    """``model`` itself (``method: full``) or a peft model with LoRA adapters on the linear layers of
+    the top ``lora_layers`` decoder layers (all when null) and, with ``train_codes``, the control codes'
+    embedding rows trainable; every other weight frozen. After training, ``merge_and_unload`` writes
+    the adapters into ``model``'s own weights (plain safetensors on save, no peft needed to serve)."""
+    if cfg.method == "full":
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    layers = int(model.config.num_hidden_layers)
+    if cfg.lora_layers is not None and cfg.lora_layers > layers:
+        raise PipelineError(
+            f"generation.finetune.lora_layers: {cfg.lora_layers} exceeds the model's {layers} decoder layers"
+        )
+    top = list(range(layers - (cfg.lora_layers or layers), layers))
+    codes = [tokenizer.convert_tokens_to_ids(code) for code in CONTROL_CODES.values()]
+    config = LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=linear_names(model),
+        layers_to_transform=top,
+        trainable_token_indices=codes if cfg.train_codes else None,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def linear_names(model: Any) -> list[str]:
+    """Names of the linear layers inside the decoder blocks (``q_proj`` ... for Llama, ``c_attn`` ...
+    for GPT-2's Conv1D), the LM head and embeddings excluded."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear | Conv1D) and re.search(r"\.(layers|h)\.\d+\.", name)
+    }
+    return sorted(names)
 
 
 def perplexity(

@@ -172,7 +172,8 @@ def barrier(world_size: int) -> None:
         dist.barrier()
 
 
-CHECKPOINT_FILES = ("trainer_state.json", "model.safetensors", "optimizer.pt", "scheduler.pt")
+CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors")  # a full model's, or a peft adapter's
 
 
 def last_checkpoint(folder: Path, remove_incomplete: bool = True) -> Path | None:
@@ -181,7 +182,8 @@ def last_checkpoint(folder: Path, remove_incomplete: bool = True) -> Path | None
         return None
     checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda p: step_of(p.name) or -1, reverse=True)
     for checkpoint in checkpoints:
-        if all((checkpoint / name).exists() for name in CHECKPOINT_FILES):
+        weights = any((checkpoint / name).exists() for name in WEIGHT_FILES)
+        if weights and all((checkpoint / name).exists() for name in CHECKPOINT_FILES):
             return checkpoint
         if remove_incomplete:
             console.print(f"[yellow]Removing incomplete checkpoint[/] {checkpoint}")

@@ -13,6 +13,7 @@ The export stage scores every candidate through these runners, and the served mo
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -38,12 +39,16 @@ class Runner:
     logits: Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def usable_variants(shipped: list[str], caps: Capabilities, gpu: bool) -> list[str]:
+def usable_variants(shipped: list[str], caps: Capabilities, gpu: bool, int8_bits: int | None = None) -> list[str]:
     """Those of ``shipped`` worth running here: fp16 ONNX only on a GPU (the CPU provider emulates
-    it), the bf16 PyTorch variant only where bf16 arithmetic is native."""
+    it), the bf16 PyTorch variant only where bf16 arithmetic is native, an int8 model with 8-bit
+    weights only on a CPU with VNNI (without it, ONNX Runtime's u8 x s8 kernel may saturate, so the
+    gate's figures would not hold here; 7-bit weights run exactly alike everywhere)."""
     usable = []
     for variant in shipped:
         if variant == "fp16" and not gpu:
+            continue
+        if variant == "int8" and not gpu and int8_bits == 8 and not caps.cpu_int8:
             continue
         if variant == "torch_bf16" and not (caps.cuda_bf16 if gpu else caps.cpu_bf16):
             continue
@@ -140,6 +145,15 @@ def load_torch_classifier(model_dir: Path) -> Any:
     ).eval()
 
 
+def int8_weight_bits(onnx_dir: Path) -> int | None:
+    """The int8 variant's weight bits as the export stage recorded them (``export.json``); None when
+    not recorded (exported before 7-bit weights existed)."""
+    try:
+        return json.loads((onnx_dir / "export.json").read_text(encoding="utf-8")).get("int8_weight_bits")
+    except (OSError, ValueError):
+        return None
+
+
 def load_runner(variant: str, onnx_dir: Path, torch_dir: Path | None, gpu: bool) -> Runner:
     if variant in ONNX_VARIANTS:
         return onnx_runner(onnx_dir / f"model.{variant}.onnx", variant, gpu)
@@ -213,7 +227,7 @@ def choose_variant(
             raise ValueError(f"variant '{requested}' is not among this model's variants ({', '.join(available)})")
         runner = load_runner(requested, onnx_dir, torch_dir, gpu)
         return runner, {"variant": requested, "device": runner.device, "rule": "by name", "texts_per_s": {}}
-    candidates = usable_variants(available, caps, gpu) or available[:1]
+    candidates = usable_variants(available, caps, gpu, int8_weight_bits(onnx_dir)) or available[:1]
     runners = [load_runner(v, onnx_dir, torch_dir, gpu) for v in candidates]
     began = time.perf_counter()
     fastest, speeds = choose_fastest(runners, *probe) if len(runners) > 1 else (runners[0], {})

@@ -30,7 +30,7 @@ from imdb_mlops.common.numbers import numeric_metrics
 from imdb_mlops.config import ExportConfig, Params
 from imdb_mlops.modeling.capabilities import Capabilities, capability_tags, detect
 from imdb_mlops.modeling.classifier import load_trained_classifier
-from imdb_mlops.modeling.onnx_variants import build_variants, latency
+from imdb_mlops.modeling.onnx_variants import build_variants, int8_reduce_range, latency
 from imdb_mlops.modeling.runtimes import (
     Runner,
     load_torch_classifier,
@@ -79,6 +79,7 @@ def export(
             "gate_samples": len(ids),
             "gate_confidence": cfg.gate_confidence,
             "capabilities": capability_tags(caps),
+            "int8_weight_bits": 7 if int8_reduce_range(cfg, caps) else 8,
             "variants": {},
         }
         shipped = []
@@ -104,7 +105,8 @@ def export(
                 if name in candidates:
                     shutil.copy2(candidates[name], tmp_out / f"model.{name}.onnx")
             tokenizer.save_pretrained(tmp_out)
-            write_json(tmp_out / "export.json", {"provider": provider, "shipped": shipped, "labels": list(LABELS)})
+            info = {"provider": provider, "shipped": shipped, "labels": list(LABELS)}
+            write_json(tmp_out / "export.json", info | {"int8_weight_bits": report["int8_weight_bits"]})
             write_json(tmp_report, report)
     if run_file is not None:
         log_to_run(params, run_file, report, report_path)

@@ -21,13 +21,46 @@ def test_repository_params_are_the_real_experiment():
     assert params.train.learning_rate == pytest.approx(5e-5)
 
 
-def test_profiles_validate_against_the_same_model():
-    base = load_params(REPO_ROOT / "params.yaml").model_dump()
+def test_profiles_validate_against_the_same_model_on_every_machine_kind():
+    from imdb_mlops.config.overrides import profile_overrides, with_overrides
+    from imdb_mlops.modeling.capabilities import MACHINE_KINDS
+
     for profile in (REPO_ROOT / "profiles").glob("*.yaml"):
-        overlay = load_params(profile).model_dump(exclude_unset=True)
-        assert overlay, profile
-        merged = {**base, **{k: {**base[k], **v} if isinstance(v, dict) else v for k, v in overlay.items()}}
-        validate_params(merged)
+        for kind in MACHINE_KINDS:
+            overrides = profile_overrides(REPO_ROOT, [profile.stem], kind=kind)
+            assert overrides, profile
+            with_overrides(REPO_ROOT / "params.yaml", overrides)
+
+
+MACHINE_PROFILE = """
+train: {epochs: 1}
+machines:
+  cpu-bf16: {expected_minutes: 12, params: {train: {precision: bf16}}}
+  cpu-avx2: {expected_minutes: 20, params: {train: {epochs: 2}, generation: {finetune: {method: lora}}}}
+"""
+
+
+def test_a_profile_sizes_its_work_by_machine_kind(tmp_path):
+    from imdb_mlops.config.overrides import expected_minutes, profile_overrides
+
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "quick.yaml").write_text(MACHINE_PROFILE)
+    assert profile_overrides(tmp_path, ["quick"], kind="cpu-bf16") == {"train.epochs": 1, "train.precision": "bf16"}
+    avx2 = profile_overrides(tmp_path, ["quick"], kind="cpu-avx2")
+    assert avx2 == {"train.epochs": 2, "generation.finetune.method": "lora"}
+    assert profile_overrides(tmp_path, ["quick"], kind="gpu") == {"train.epochs": 1}  # no entry: the profile alone
+    assert expected_minutes(tmp_path, ["quick"], kind="cpu-avx2") == 20
+    assert expected_minutes(tmp_path, ["quick"], kind="gpu") is None
+
+
+def test_a_profile_with_an_unknown_machine_kind_is_refused(tmp_path):
+    from imdb_mlops.common.errors import ParamsError
+    from imdb_mlops.config.overrides import profile_overrides
+
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "quick.yaml").write_text("machines: {cpu-avx3: {params: {}}}\n")
+    with pytest.raises(ParamsError, match=r"quick.yaml: machines must map machine kinds \(gpu, cpu-bf16"):
+        profile_overrides(tmp_path, ["quick"], kind="gpu")
 
 
 def test_empty_file_gives_defaults(tmp_path):

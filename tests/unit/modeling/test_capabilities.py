@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from imdb_mlops.common.errors import PipelineError
-from imdb_mlops.modeling.capabilities import Capabilities, capability_tags, choose_precision, read_cpu
+from imdb_mlops.modeling.capabilities import Capabilities, capability_tags, choose_precision, machine_kind, read_cpu
 
 XEON = (
     "processor : 0\nmodel name : Intel(R) Xeon(R) Platinum\n"
@@ -48,3 +48,38 @@ def test_bf16_on_a_cpu_without_it_and_fp16_on_any_cpu_are_refused():
         choose_precision("bf16", "cpu", caps=caps(EPYC))
     with pytest.raises(PipelineError, match="generation.finetune.precision: fp16 needs a GPU"):
         choose_precision("fp16", "cpu", "generation.finetune.precision", caps=caps(XEON))
+
+
+@pytest.mark.parametrize(
+    ("flags", "cuda", "kind"),
+    [
+        ({"avx2"}, False, "cpu-avx2"),
+        ({"avx2", "avx512f"}, False, "cpu-avx2"),  # AVX-512 without VNNI or bf16: fp32, 7-bit int8
+        ({"avx2", "avx512f", "avx512_vnni"}, False, "cpu-int8"),
+        ({"avx2", "avx_vnni"}, False, "cpu-int8"),
+        ({"avx2", "avx512_bf16", "avx512_vnni"}, False, "cpu-bf16"),
+        ({"avx2", "amx_bf16", "amx_int8"}, False, "cpu-bf16"),
+        ({"avx2"}, True, "gpu"),
+    ],
+)
+def test_machine_kind_follows_the_flags(flags, cuda, kind):
+    assert machine_kind(Capabilities("cpu", frozenset(flags), cuda=cuda, cuda_bf16=cuda)) == kind
+
+
+def test_the_flags_can_be_narrowed_to_act_as_another_cpu(monkeypatch):
+    """IMDB_MLOPS_CPU_FLAGS keeps only the named flags of this CPU (never adds one it lacks)."""
+    from imdb_mlops.modeling import capabilities
+
+    monkeypatch.setattr(capabilities.Path, "read_text", lambda self, **kw: XEON)
+    monkeypatch.setenv(capabilities.FLAGS_ENV, "avx2,avx512_vnni,avx_vnni")
+    capabilities.detect.cache_clear()
+    try:
+        narrowed = capabilities.detect()
+        assert narrowed.cpu_flags == frozenset({"avx2", "avx512_vnni"})  # avx_vnni: not on this CPU
+        assert not narrowed.cpu_bf16 and machine_kind(narrowed) in ("cpu-int8", "gpu")
+        monkeypatch.setenv(capabilities.FLAGS_ENV, "avx2")
+        capabilities.detect.cache_clear()
+        assert capabilities.detect().cpu_flags == frozenset({"avx2"})
+    finally:
+        monkeypatch.undo()
+        capabilities.detect.cache_clear()

@@ -110,3 +110,55 @@ def test_a_decoder_without_an_eos_token_is_refused_before_training(tmp_path: Pat
     with pytest.raises(PipelineError) as error:
         load_generator(params.generation, params, [])
     assert str(error.value) == f"generation.model: the tokenizer of '{folder}' has no end-of-text token (eos_token)"
+
+
+def test_lora_trains_the_top_layers_and_codes_only_and_merges_into_plain_weights(tmp_path):
+    """generation.finetune.method lora: adapters on the top layer, the two code rows trainable, the
+    rest frozen; merged after training, so the saved model is a plain Llama in safetensors that
+    transformers reloads without peft and that generates the same text."""
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = str(save_tiny_llama(tmp_path / "tiny-llama"))
+    lora = {"generation.finetune.method": "lora", "generation.finetune.lora_layers": 1,
+            "generation.finetune.lora_rank": 4, "generation.finetune.learning_rate": 3e-2}  # fmt: skip
+    params = params_for(source, **lora)
+    model, tokenizer = load_generator(params.generation, params, [])
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    reviews = make_reviews(64)
+    texts, sentiments = reviews["text"].tolist(), [LABELS[int(v)] for v in reviews["label"]]
+    report = finetune(params, model, tokenizer, texts, sentiments, tmp_path / "checkpoints", "cpu")
+
+    layers = model.config.num_hidden_layers
+    assert report["method"] == "lora" and report["steps"] == 6
+    assert 0 < report["trainable_parameters"] < sum(v.numel() for v in before.values()) / 10
+    after = model.state_dict()
+    assert set(after) == set(before)  # merged: no adapter weights left on the model
+    top, bottom = f"layers.{layers - 1}.", "layers.0."
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert any(top in name for name in changed) and not any(bottom in name for name in changed)
+    embeddings = "model.embed_tokens.weight"
+    rows = torch.nonzero((before[embeddings] != after[embeddings]).any(dim=1)).flatten().tolist()
+    codes = sorted(tokenizer.convert_tokens_to_ids(code) for code in CONTROL_CODES.values())
+    assert rows == codes  # of the embedding table, only the control codes' rows trained
+
+    model.save_pretrained(tmp_path / "saved", safe_serialization=True)
+    tokenizer.save_pretrained(tmp_path / "saved")
+    assert not list((tmp_path / "saved").glob("adapter_*"))
+    with safe_open(str(tmp_path / "saved" / "model.safetensors"), "pt") as saved:
+        assert not [key for key in saved.keys() if "lora" in key or "token_adapter" in key]
+    reloaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "saved"))
+    requests = [("positive", "the film"), ("negative", "")]
+    again, _ = generate_texts(reloaded, AutoTokenizer.from_pretrained(str(tmp_path / "saved")), requests,
+                              params.generation.decoding)  # fmt: skip
+    original, _ = generate_texts(model, tokenizer, requests, params.generation.decoding)
+    assert again == original
+
+
+def test_lora_layers_beyond_the_model_are_refused(tmp_path):
+    source = str(save_tiny_llama(tmp_path / "tiny-llama"))
+    params = params_for(source, **{"generation.finetune.method": "lora", "generation.finetune.lora_layers": 99})
+    model, tokenizer = load_generator(params.generation, params, [])
+    reviews = make_reviews(8)
+    with pytest.raises(PipelineError, match="generation.finetune.lora_layers: 99 exceeds the model's 2 decoder layers"):
+        finetune(params, model, tokenizer, reviews["text"].tolist(), ["positive"] * 8, tmp_path / "c", "cpu")

@@ -44,6 +44,10 @@ def test_only_variants_this_machine_runs_well_are_candidates():
     assert usable_variants(shipped, AMX, gpu=False) == ["fp32", "int8", "torch_bf16"]
     gpu = Capabilities("x", frozenset(), cuda=True, cuda_bf16=True)
     assert usable_variants(shipped, gpu, gpu=True) == shipped
+    # int8 with 8-bit weights saturates without VNNI: not a candidate there; 7-bit weights are
+    assert usable_variants(shipped, AVX2, gpu=False, int8_bits=8) == ["fp32"]
+    assert usable_variants(shipped, AVX2, gpu=False, int8_bits=7) == ["fp32", "int8"]
+    assert usable_variants(shipped, AMX, gpu=False, int8_bits=8) == ["fp32", "int8", "torch_bf16"]
 
 
 def test_batches_are_length_sorted_and_predictions_come_back_in_order(files):
