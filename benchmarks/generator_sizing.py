@@ -33,6 +33,9 @@ def main() -> None:
     parser.add_argument("--profile", action="append", default=None)
     parser.add_argument("--steps-only", type=int, default=0, help="fine-tune this many steps, time them, stop")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--extra-guidance", type=float, nargs="*", default=[], help="also decode and score at these guidance scales"
+    )
     args = parser.parse_args()
 
     from imdb_mlops.config.overrides import parse_assignments, with_overrides
@@ -48,7 +51,7 @@ def main() -> None:
         if args.steps_only:
             overrides |= parse_assignments([f"generation.finetune.max_steps={args.steps_only}"])
         params = with_overrides(REPO / "params.yaml", overrides)
-        row = {"setup": name, "overrides": assignments, **run_setup(params, bool(args.steps_only))}
+        row = {"setup": name, "overrides": assignments, **run_setup(params, bool(args.steps_only), args.extra_guidance)}
         row["cpu_flags"] = caps["cpu.flags"]
         print(json.dumps(row), flush=True)
         rows.append(row)
@@ -56,7 +59,7 @@ def main() -> None:
         args.out.write_text(json.dumps({"capabilities": caps, "rows": rows}, indent=1) + "\n")
 
 
-def run_setup(params, steps_only: bool) -> dict:
+def run_setup(params, steps_only: bool, extra_guidance: list[float]) -> dict:
     from imdb_mlops.stages.generate import generate
 
     with tempfile.TemporaryDirectory(prefix="gen-sizing-") as tmp:
@@ -86,6 +89,7 @@ def run_setup(params, steps_only: bool) -> dict:
             work / "checkpoints",
         )
         wall = time.perf_counter() - began
+        guided = {scale: decode_again(params, work / "generator", scale) for scale in extra_guidance}
     training = report["training"]
     seconds_per_step = training["train_runtime_s"] / max(training["steps"], 1)
     row = {
@@ -110,7 +114,37 @@ def run_setup(params, steps_only: bool) -> dict:
             )
         }
         row["wall_s"] = round(wall, 1)
+        row["other_guidance"] = guided
     return row
+
+
+def decode_again(params, model_dir: Path, scale: float) -> dict:
+    """The fine-tuned generator's reviews again at guidance ``scale``, scored as the stage scores them."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from imdb_mlops.modeling.classifier import load_trained_classifier
+    from imdb_mlops.stages.generate import (
+        generate_with_progress,
+        generation_requests,
+        sample_metrics,
+        sample_records,
+        score_texts,
+    )
+
+    cfg = params.generation
+    cfg = cfg.model_copy(update={"decoding": cfg.decoding.model_copy(update={"guidance_scale": scale})})
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    requests = generation_requests(cfg)
+    began = time.perf_counter()
+    texts, _ = generate_with_progress(model, tokenizer, requests, cfg)
+    seconds = time.perf_counter() - began
+    classifier, classifier_tokenizer = load_trained_classifier(REPO / "models/classifier")
+    metrics = sample_metrics(
+        sample_records(requests, texts, score_texts(params, classifier, classifier_tokenizer, texts))
+    )
+    keys = ("control_accuracy", "control_accuracy_positive", "control_accuracy_negative", "distinct_2")
+    return {**{key: metrics[key] for key in keys}, "generation_seconds": round(seconds, 1)}
 
 
 if __name__ == "__main__":

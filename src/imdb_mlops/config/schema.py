@@ -188,6 +188,7 @@ class ExportConfig(_Section):
     gate_samples: int = Field(2500, ge=100)
     fp32_max_abs_diff: float = Field(1e-4, gt=0)  # ONNX fp32 must match PyTorch fp32 this closely
     fp32_min_agreement: float = Field(1.0, ge=0, le=1)
+    fp32_check_samples: int = Field(256, ge=1)  # the first N gate reviews ONNX fp32's exactness is checked on
     # Non-inferiority margin of a reduced-precision variant's accuracy (0.005 = 0.5 points): the lower
     # one-sided confidence bound of its paired accuracy change must lie above minus this.
     max_accuracy_drop: float = Field(0.005, ge=0, le=1)

@@ -1,6 +1,6 @@
 """Where the time of a ``dvc exp run`` / ``dvc repro`` goes: each stage's seconds, read from DVC's
 own output as it runs (``Running stage 'NAME':`` starts a stage; the next one, or the end, stops it;
-``Stage 'NAME' didn't change, skipping`` marks one skipped)."""
+``Stage 'NAME' didn't change, skipping`` or ``... is cached - skipping run`` marks one skipped)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 _RUNNING = re.compile(rb"Running stage '([^']+)'")
-_SKIPPED = re.compile(rb"Stage '([^']+)' didn't change, skipping")
+# unchanged ("didn't change"), or restored from the run-cache ("is cached - skipping run")
+_SKIPPED = re.compile(rb"'([^']+)' (?:didn't change, skipping|is cached - skipping run)")
 
 
 @dataclass
@@ -36,8 +37,10 @@ class StageClock:
                 now = self.clock()
                 self.stop(now)
                 self._current = (name, now)
-            elif name not in self.skipped:
-                self.skipped.append(name)
+            else:  # the stage before it has ended
+                self.stop()
+                if name not in self.skipped:
+                    self.skipped.append(name)
         cut = max(text.rfind(b"\n") + 1, text.rfind(b"\r") + 1, consumed)
         self._tail = text[cut:][-200:]
 

@@ -10,6 +10,7 @@ OUTPUT = (
     b"Stage 'ingest' didn't change, skipping\n"
     b"Running stage 'tokenize':\n> imdb-mlops tokenize\n\rTokenizing 50%\rTokenizing 100%\n"
     b"Running stage 'train':\n> imdb-mlops train\n"
+    b"Stage 'evaluate' is cached - skipping run, checking out outputs\n"
     b"Updating lock file 'dvc.lock'\n"
 )
 
@@ -22,7 +23,7 @@ def test_stages_are_timed_from_their_start_lines_even_when_a_line_is_cut_between
     clock.stop()
     assert list(clock.seconds) == ["tokenize", "train"]
     assert clock.seconds == {"tokenize": 10.0, "train": 10.0}  # start of tokenize (0), train (10), stop (20)
-    assert clock.skipped == ["ingest"]
+    assert clock.skipped == ["ingest", "evaluate"]
 
 
 def test_a_command_runs_with_its_output_passed_through_and_its_exit_code_kept(capfd):
