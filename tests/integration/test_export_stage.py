@@ -158,7 +158,9 @@ def test_seven_bit_int8_cannot_saturate_keeps_the_ffn_outputs_in_fp32_and_passes
     rng = np.random.default_rng(0)
     ids = [list(rng.integers(1000, 20000, size=int(rng.integers(8, 64)))) for _ in range(300)]
     pad = exported["tokenizer"].pad_token_id
-    reference = positive_probabilities(predict_logits(torch_runner(exported["model"], "torch_fp32", "cpu"), ids, 32, pad))
+    reference = positive_probabilities(
+        predict_logits(torch_runner(exported["model"], "torch_fp32", "cpu"), ids, 32, pad)
+    )
     int8 = positive_probabilities(predict_logits(onnx_runner(path, "int8", gpu=False), ids, 32, pad))
     figures = gate_figures(reference, int8, (reference >= 0.5).astype(int), GateRule())
     assert not gate_failures(figures, GateRule()), figures

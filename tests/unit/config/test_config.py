@@ -4,7 +4,7 @@ import pytest
 
 from helpers import REPO_ROOT
 from imdb_mlops.common.errors import ParamsError
-from imdb_mlops.config import Params, load_params, validate_params
+from imdb_mlops.config import Params, load_params
 
 
 def write(tmp_path: Path, text: str) -> Path:

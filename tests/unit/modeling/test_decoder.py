@@ -146,7 +146,8 @@ def test_lora_trains_the_top_layers_and_codes_only_and_merges_into_plain_weights
     tokenizer.save_pretrained(tmp_path / "saved")
     assert not list((tmp_path / "saved").glob("adapter_*"))
     with safe_open(str(tmp_path / "saved" / "model.safetensors"), "pt") as saved:
-        assert not [key for key in saved.keys() if "lora" in key or "token_adapter" in key]
+        names = list(saved.keys())
+    assert names and not [key for key in names if "lora" in key or "token_adapter" in key]
     reloaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "saved"))
     requests = [("positive", "the film"), ("negative", "")]
     again, _ = generate_texts(reloaded, AutoTokenizer.from_pretrained(str(tmp_path / "saved")), requests,
