@@ -41,15 +41,16 @@ def tiny_params(**extra: object) -> Params:
     return validate_params(tree)
 
 
-def make_project(root: Path, tiny_gpt2: Path, classifier: Path) -> Path:
-    """data/raw, a trained-classifier folder and params.yaml pointing at the tiny GPT-2."""
+def make_project(root: Path, tiny_gpt2: Path, classifier: Path, **extra: object) -> Path:
+    """data/raw, a trained-classifier folder and params.yaml pointing at the tiny GPT-2 (``extra``:
+    more dotted params)."""
     (root / "data" / "raw").mkdir(parents=True)
     make_reviews(200, seed=1).to_parquet(root / "data" / "raw" / "train.parquet")
     make_reviews(40, seed=2).to_parquet(root / "data" / "raw" / "validation.parquet")
     shutil.copytree(classifier, root / "models" / "classifier")
     shutil.copy(REPO_ROOT / "params.yaml", root / "params.yaml")
     set_params(root, **TINY_GENERATION_PARAMS, **{"generation.model": str(tiny_gpt2), "tokenize.max_length": 64,
-                                                  "tracking.system_metrics": False})  # fmt: skip
+                                                  "tracking.system_metrics": False, **extra})  # fmt: skip
     return root
 
 
@@ -223,21 +224,27 @@ def test_max_new_tokens_beyond_the_context_fails_before_any_output(tmp_path, tin
 
 
 def test_a_gguf_born_llama_is_fine_tuned_registered_served_and_attention_checked(tmp_path, tiny_distilbert_classifier):
-    """The stage on a tiny Llama written as a GGUF file: saved as safetensors (no quantization config),
-    registered, generated from by the registered pyfunc (what `mlflow models serve` runs) and by the
-    `write-reviews` command alike, and its layers recomputed by the reference attention."""
+    """The stage on a tiny Llama written as a GGUF file, fine-tuned with LoRA as the quick profile does
+    (adapters on the top layer and the code rows, merged): saved as plain safetensors (no quantization
+    config, no adapter), registered, generated from by the registered pyfunc (what `mlflow models
+    serve` runs) and by the `write-reviews` command alike, and its layers recomputed by the reference
+    attention."""
     from helpers import save_tiny_llama_gguf
 
     gguf = save_tiny_llama_gguf(tmp_path / "tiny-llama.F32.gguf")
-    project = make_project(tmp_path / "project", gguf, tiny_distilbert_classifier)
+    lora = {"generation.finetune.method": "lora", "generation.finetune.lora_layers": 1,
+            "generation.finetune.learning_rate": 3e-2}  # fmt: skip
+    project = make_project(tmp_path / "project", gguf, tiny_distilbert_classifier, **lora)
     proc = run_cli(*STAGE_ARGS, cwd=project)
     assert proc.returncode == 0, proc.stderr[-3000:]
     saved = project / "models" / "generator"
     config = json.loads((saved / "config.json").read_text())
     assert config["model_type"] == "llama" and "quantization_config" not in config
     assert (saved / "model.safetensors").exists() and not list(saved.glob("*.gguf")) and not list(saved.glob("*.bin"))
+    assert not list(saved.glob("adapter_*"))
     report = json.loads((project / "reports" / "generation.json").read_text())
     assert report["perplexity_after"] < report["perplexity_before"] and report["n"] == 8
+    assert report["training"]["method"] == "lora" and report["training"]["trainable_parameters"] > 0
     args = ("write-reviews", "-s", "negative", "--prompt", "the film", "-n", "2", "--seed", "3", "--json")
     written = run_cli(*args, cwd=project)
     assert written.returncode == 0, written.stderr[-2000:]

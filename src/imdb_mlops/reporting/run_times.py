@@ -36,10 +36,9 @@ def choices(reports: Path = REPORTS) -> list[tuple[str, str]]:
             ("classifier training", f"{train.get('precision')}, {train.get('train_samples_per_second')} samples/s")
         )
     if onnx:
-        bits = onnx.get("int8_weight_bits")
-        rows.append(
-            ("variants shipped", ", ".join(onnx.get("shipped", [])) + (f" (int8 weights {bits}-bit)" if bits else ""))
-        )
+        shipped, bits = onnx.get("shipped", []), onnx.get("int8_weight_bits")
+        note = f" (int8 weights {bits}-bit)" if "int8" in shipped and bits else ""
+        rows.append(("variants shipped", ", ".join(shipped) + note))
     if finetune.get("enabled"):
         rows.append(
             (

@@ -162,12 +162,13 @@ def log_to_run(params: Params, run_file: Path, report: dict[str, Any], report_pa
 
 
 def print_report(report: dict[str, Any]) -> None:
+    fp32_n = report["variants"].get("fp32", {}).get("n", report["gate_samples"])
     table = Table(
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         title=f"Variants vs PyTorch fp32 on {report['gate_samples']} validation reviews ({report['provider']})",
-        caption=f"change: accuracy, points; low: its one-sided {report['gate_confidence']:.0%} lower bound; "
-        "p99 dp: 99th percentile of |probability difference|",
+        caption=f"fp32: exactness on the first {fp32_n} only; change: accuracy, points; low: its one-sided "
+        f"{report['gate_confidence']:.0%} lower bound; p99 dp: 99th percentile of |probability difference|",
     )
     for column in ("variant", "ship", "acc %", "change", "low", "agree %", "p99 dp", "b1 ms", "b32/s"):
         table.add_column(column, justify="left" if column in ("variant", "ship") else "right", no_wrap=True)

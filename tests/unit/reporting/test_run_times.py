@@ -30,3 +30,9 @@ def test_the_table_shows_stage_seconds_the_machine_and_the_choices(tmp_path):
     assert "bf16, 9.5 samples/s" in text and "CPU flags" in text
     over = rendered(run_time_table(clock, 800.0, expected=12, code=2, reports=tmp_path / "none"))
     assert "over the profile's 12 min" in over and "dvc exited 2" in over
+
+
+def test_int8_weight_bits_are_shown_only_when_int8_shipped(tmp_path):
+    (tmp_path / "onnx.json").write_text(json.dumps({"shipped": ["fp32", "torch_bf16"], "int8_weight_bits": 8}))
+    text = rendered(run_time_table(StageClock(), 10.0, expected=None, code=0, reports=tmp_path))
+    assert "fp32, torch_bf16" in text and "8-bit" not in text
