@@ -49,8 +49,8 @@ def make_project(root: Path, tiny_gpt2: Path, classifier: Path, **extra: object)
     make_reviews(40, seed=2).to_parquet(root / "data" / "raw" / "validation.parquet")
     shutil.copytree(classifier, root / "models" / "classifier")
     shutil.copy(REPO_ROOT / "params.yaml", root / "params.yaml")
-    set_params(root, **TINY_GENERATION_PARAMS, **{"generation.model": str(tiny_gpt2), "tokenize.max_length": 64,
-                                                  "tracking.system_metrics": False, **extra})  # fmt: skip
+    set_params(root, **{**TINY_GENERATION_PARAMS, "generation.model": str(tiny_gpt2), "tokenize.max_length": 64,
+                        "tracking.system_metrics": False, **extra})  # fmt: skip
     return root
 
 
