@@ -199,9 +199,7 @@ class ExportConfig(_Section):
     # Nodes int8 leaves in fp32: first_layer, last_layer, head, ffn_input.<i> / ffn_output.<i> (encoder
     # layer i's FFN MatMuls), or part of a node's name; benchmarks/int8_recipes.py measures which matter.
     int8_keep_fp32: list[str] = ["head", "ffn_output.0", "ffn_output.1"]
-    # 7-bit weights (ONNX Runtime's reduce_range) cannot saturate the u8 x s8 kernel of CPUs without
-    # VNNI (AVX2 only); auto: 7 where this CPU has no VNNI, else 8.
-    int8_weight_bits: Literal["auto", 7, 8] = "auto"
+    int8_weight_bits: Literal["auto", 7, 8] = "auto"  # auto: 7 (reduce_range, no saturation) without VNNI
     # Build the PyTorch variant with bf16 weights where bf16 is native (AMX / AVX-512 BF16 CPU, GPU).
     # A boolean, not auto/off: YAML reads a bare `off` as false.
     torch_bf16: bool = True
