@@ -113,6 +113,6 @@ def test_score_command_prints_the_drift_table(scoring_env, tmp_path):
     proc = run_cli("score", str(tmp_path / "new.csv"), "--out", str(tmp_path / "out"), cwd=project)
     assert proc.returncode == 0, proc.stderr
     assert "30 reviews scored with models:/imdb-sentiment@champion (version 1)" in proc.stderr.replace("\n", " ")
-    assert (tmp_path / "out" / "predictions.parquet").is_file()
+    assert (tmp_path / "out" / "predictions.parquet").is_dir() and (tmp_path / "out" / "drift.json").is_file()
     missing = run_cli("score", str(tmp_path / "nothing.csv"), cwd=project)
     assert missing.returncode == 1 and "nothing.csv: no such file or folder" in missing.stderr

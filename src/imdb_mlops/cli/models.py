@@ -222,17 +222,22 @@ def predict(
 @handles_errors
 def score(
     input_path: Annotated[Path, typer.Argument(help="A file or folder of new reviews (parquet, CSV, JSONL, .txt).")],
-    out: Annotated[Path, typer.Option(help="Folder for predictions.parquet and drift.json.")] = Path("scores/latest"),
+    out: Annotated[Path, typer.Option(help="Folder for predictions.parquet/ (parts) and drift.json.")] = Path("scores/latest"),
     model: ModelRefOption = None,
     raw: Annotated[Path, typer.Option(help="Ingested splits (training reviews: the drift reference).")] = Path(
         "data/raw"
     ),
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster to run on (host:port or ray://...); default: RAY_ADDRESS, else this machine."),
+    ] = None,
     params: ParamsOption = DEFAULT_PARAMS_PATH,
 ) -> None:
-    """Score new reviews with a registered model and report drift against the training data."""
+    """Score new reviews with a registered model on Ray Data and report drift against the training
+    data. Parts are written as they are scored; a rerun scores only what is missing."""
     from imdb_mlops.scoring.batch import score as run
 
-    run(load_params(params), input_path, out, model, raw)
+    run(load_params(params), input_path, out, model, raw, ray_address=ray_address)
 
 
 @app.command(rich_help_panel="Using models")

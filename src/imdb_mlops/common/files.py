@@ -138,6 +138,25 @@ def atomic_outputs(*targets: Path, owner: str) -> Iterator[list[Path]]:
             shutil.rmtree(holder, ignore_errors=True)
 
 
+def claim_folder(target: Path, owner: str) -> bool:
+    """Make ``target`` a folder of ``owner`` that is filled part by part (each part written
+    atomically by its writer): a missing or empty folder gets the owner's marker, a folder with
+    that marker is taken as it is, anything else is refused with one line. True when the folder
+    was made (or was empty) now."""
+    what = f"{target}: exists and is not an output of `imdb-mlops {owner}`"
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise PipelineError(f"{what} (not a folder); choose another path")
+    owned = target.is_dir() and _owned_by(target, owner)
+    if target.is_dir() and not owned:
+        held = sorted(p.name for p in target.iterdir())
+        if held:
+            shown = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
+            raise PipelineError(f"{what} (it holds {shown}); choose another path or remove it yourself")
+    target.mkdir(parents=True, exist_ok=True)
+    write_json(target / MARKER, {"owner": owner, "output": target.name})
+    return not owned
+
+
 def read_json(path: Path, advice: str | None = None) -> dict[str, Any]:
     """A JSON file written by a stage. Missing: a one-line error with ``advice`` (what to run), or
     ``{}`` when no advice is given (the file is optional); invalid JSON is always an error."""

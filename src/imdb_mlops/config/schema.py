@@ -253,6 +253,8 @@ class ScoringConfig(_Section):
     # Unknown-token rate above the training data's by more than this warns (0.01 = 1 point).
     unknown_token_increase: float = Field(0.01, ge=0, le=1)
     reference_samples: int = Field(2000, ge=10)  # training reviews drawn for the reference
+    rows_per_part: int = Field(10_000, ge=1)  # reviews per output part: the unit a rerun skips when done
+    workers: int | None = Field(None, ge=1)  # scoring actors; None: one per CPU that memory allows
 
 
 class ScratchGeneratorConfig(_Section):

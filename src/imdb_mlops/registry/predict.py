@@ -20,12 +20,18 @@ PREDICTION_COLUMNS = ["label", "probability", "positive_probability"]
 
 
 def predict_chunked(
-    model: Any, texts: list[str], chunk: int, truncate_chars: int | None = None, what: str = "reviews"
+    model: Any,
+    texts: list[str],
+    chunk: int,
+    truncate_chars: int | None = None,
+    what: str = "reviews",
+    show_progress: bool = True,
 ) -> pd.DataFrame:
     """Predictions in requests of at most ``chunk`` texts (the served model's limit), with a progress
-    bar; ``truncate_chars`` cuts over-long reviews to their start instead of having them refused."""
+    bar unless ``show_progress`` is off; ``truncate_chars`` cuts over-long reviews to their start instead
+    of having them refused."""
     frames = []
-    with Progress(console=console, transient=True) as progress:
+    with Progress(console=console, transient=True, disable=not show_progress) as progress:
         task = progress.add_task(f"Scoring {what}", total=len(texts))
         for start in range(0, len(texts), chunk):
             part = texts[start : start + chunk]

@@ -1,18 +1,23 @@
 """Batch scoring: new reviews -> predictions of a registered model (default ``champion``) and a
 drift report against the training data (:mod:`imdb_mlops.scoring.drift`).
 
-Entry point: :func:`score`. Inputs: one file or a folder of files (searched recursively) in any of
+Entry point: :func:`score`. The input (any format of :mod:`imdb_mlops.scoring.inputs`) is cut into
+pieces and scored on Ray Data (:mod:`imdb_mlops.scoring.streaming`): in this process's own Ray,
+sized to the machine, or on a cluster (``ray_address``). Outputs, in ``out_dir``:
 
-- parquet, CSV, JSONL: one review per row, in column ``scoring.text_column``;
-- ``.txt``: one review per file (as in aclImdb); a single ``.txt`` file given directly holds one
-  review per non-empty line.
-
-Outputs, written atomically into ``out_dir``: ``predictions.parquet`` (source file, text, label,
-probability, positive_probability) and ``drift.json``.
+- ``predictions.parquet/``: a parquet dataset (``pd.read_parquet`` reads it whole), one part per
+  piece (source file, text, label, probability, positive_probability), each written atomically as
+  soon as it is scored. A rerun for the same input and model version scores only the missing parts
+  (resumable); parts of another input or version are removed.
+- ``drift.json``: written last (atomically); its presence says the batch is complete.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,72 +25,20 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from imdb_mlops.common.errors import PipelineError, first_line
-from imdb_mlops.common.files import atomic_outputs, write_json
+from imdb_mlops.common.errors import PipelineError
+from imdb_mlops.common.files import atomic_outputs, claim_folder, write_json
 from imdb_mlops.config import Params
 from imdb_mlops.data.sampling import stratified_sample
 from imdb_mlops.data.splits import read_split
-from imdb_mlops.registry.predict import predict_chunked, served_choice
-from imdb_mlops.registry.versions import connect, load_pyfunc, resolve_model_uri, version_of_uri
-from imdb_mlops.scoring.drift import drift_report
+from imdb_mlops.registry.tracking import tracking_uri
+from imdb_mlops.registry.versions import connect, resolve_model_uri, version_of_uri
+from imdb_mlops.scoring.drift import drift_report, merge_aggregates
+from imdb_mlops.scoring.inputs import plan_pieces, read_new_reviews  # noqa: F401 - read_new_reviews: API
+from imdb_mlops.scoring.streaming import part_aggregates, ray_session, score_pieces
 
 console = Console(stderr=True)
-FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".txt": "txt"}
-
-
-def read_new_reviews(path: Path, text_column: str) -> pd.DataFrame:
-    """``source`` and ``text`` of every review under ``path``; clear errors for unusable input."""
-    if not path.exists():
-        raise PipelineError(f"{path}: no such file or folder")
-    # files only: a Spark/Dask dataset folder (preds.parquet/part-*.parquet) is read through its parts
-    files = (
-        [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix.lower() in FORMATS and p.is_file())
-    )
-    if path.is_file() and path.suffix.lower() not in FORMATS:
-        raise PipelineError(f"{path}: unsupported format (expected {', '.join(FORMATS)})")
-    if not files:
-        raise PipelineError(f"{path}: no reviews found (no {', '.join(FORMATS)} files)")
-    frames = []
-    for file in files:
-        kind = FORMATS[file.suffix.lower()]
-        if kind == "txt":
-            content = _read_text(file)
-            texts = [line for line in content.splitlines() if line.strip()] if path.is_file() else [content]
-            frames.append(pd.DataFrame({"source": str(file), "text": texts}))
-            continue
-        try:
-            if kind == "parquet":
-                table = pd.read_parquet(file)
-            elif kind == "csv":
-                table = pd.read_csv(file, dtype=object, keep_default_na=False)
-            else:
-                table = pd.read_json(file, lines=True, dtype=False)
-        except Exception as exc:
-            raise PipelineError(
-                f"{file}: cannot read as {kind} ({type(exc).__name__}: {first_line(exc, 150)})"
-            ) from None
-        if text_column not in table.columns:
-            raise PipelineError(
-                f"{file}: no text column '{text_column}' (columns: {', '.join(map(str, table.columns)) or 'none'}; "
-                "set scoring.text_column)"
-            )
-        texts = table[text_column]
-        bad = [i for i, value in enumerate(texts) if not isinstance(value, str)]
-        if bad:
-            raise PipelineError(f"{file}: row {bad[0] + 1}: '{text_column}' is not text ({texts.iloc[bad[0]]!r})")
-        frames.append(pd.DataFrame({"source": str(file), "text": texts.astype(str).tolist()}))
-    reviews = pd.concat(frames, ignore_index=True).astype({"text": "object"})  # an empty file: no float column
-    reviews = reviews[reviews["text"].map(lambda text: bool(str(text).strip()))].reset_index(drop=True)
-    if reviews.empty:
-        raise PipelineError(f"{path}: no reviews found (every text is empty)")
-    return reviews
-
-
-def _read_text(file: Path) -> str:
-    try:
-        return file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise PipelineError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+PARTS = "predictions.parquet"
+REPORT = "drift.json"
 
 
 def score(
@@ -95,38 +48,117 @@ def score(
     model_ref: str | None = None,
     raw_dir: Path = Path("data/raw"),
     project_dir: Path = Path("."),
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     """Score ``input_path`` with the registered model; write predictions and the drift report.
-    ``project_dir`` locates the default tracking store (``mlflow.db``) when no URI is set."""
+    ``project_dir`` locates the default tracking store (``mlflow.db``) when no URI is set;
+    ``ray_address`` (else ``RAY_ADDRESS``) sends the job to a Ray cluster."""
     cfg = params.scoring
-    reviews = read_new_reviews(input_path, cfg.text_column)
+    pieces = plan_pieces(input_path, cfg.text_column, cfg.rows_per_part)
     reference = stratified_sample(read_split(raw_dir, "train"), cfg.reference_samples, params.seed).reset_index(
         drop=True
     )
     client = connect(params, project_dir)
     uri = resolve_model_uri(model_ref, params.registry.model_name)
-    version = version_of_uri(
-        client, uri, params.registry.model_name
-    )  # a clear error when there is no such version or alias yet
-    model = load_pyfunc(uri)
-    # over-long reviews are scored on their start rather than refused
-    predictions = predict_chunked(
-        model, reviews["text"].tolist(), params.registry.max_texts_per_request, params.registry.max_text_chars
-    )
-    scored = pd.concat([reviews, predictions], axis=1)
-    tokenizer = model.unwrap_python_model().tokenizer
-    report = {
-        "model_uri": uri,
-        "model_version": version,
-        "input": str(input_path),
-        "reviews": len(scored),
-        "served_variant": served_choice(model),
-        "drift": drift_report(reference, scored, tokenizer, cfg),
-    }
-    report["warnings"] = [f"{name}: {d['warning']}" for name, d in report["drift"].items() if d.get("warning")]
-    write_scores(out_dir, "score", scored, ("drift.json", report))
+    version = version_of_uri(client, uri, params.registry.model_name)  # a clear error when there is none
+    salt = json.dumps([params.registry.model_name, version, cfg.text_column, params.registry.max_text_chars])
+    address = ray_address or os.environ.get("RAY_ADDRESS") or None
+    with _scoring_folder(out_dir) as (parts_dir, made_now):
+        plan = [(piece, parts_dir / f"part-{i:05d}-{piece.key(salt)}.parquet") for i, piece in enumerate(pieces)]
+        done = _finished_parts(parts_dir, [part for _, part in plan])
+        todo = [(piece, part) for piece, part in plan if part not in done]
+        console.print(
+            f"{len(plan):,} parts to write: {len(done):,} already there (same input and model version), "
+            f"{len(todo):,} to score" + (f" on the Ray cluster at {address}" if address else ""),
+            highlight=False,
+        )
+        if todo:
+            settings = {
+                "reference_texts": reference["text"].tolist(),
+                "text_column": cfg.text_column,
+                "chunk": params.registry.max_texts_per_request,
+                "truncate_chars": params.registry.max_text_chars,  # over-long reviews: scored on their start
+            }
+            with ray_session(address):
+                for part, aggregates in score_pieces(
+                    todo, uri, _actor_tracking_uri(project_dir), settings, cfg.workers
+                ):
+                    done[part] = aggregates
+        current = merge_aggregates(done[part] for _, part in plan)
+        if current["rows"] == 0:
+            if made_now:
+                _remove_tree(out_dir)
+            raise PipelineError(f"{input_path}: no reviews found (every text is empty)")
+        first = done[plan[0][1]]
+        report = {
+            "model_uri": uri,
+            "model_version": version,
+            "input": str(input_path),
+            "reviews": current["rows"],
+            "parts": len(plan),
+            "parts_reused": len(plan) - len(todo),
+            "served_variant": first.get("served_variant"),
+            "drift": drift_report(reference, tuple(first["reference_unknown"]), current, cfg),
+        }
+        report["warnings"] = [f"{name}: {d['warning']}" for name, d in report["drift"].items() if d.get("warning")]
+        tmp = out_dir / f".{REPORT}.{os.getpid()}.tmp"
+        write_json(tmp, report)
+        os.replace(tmp, out_dir / REPORT)
     _print_report(report)
     return report
+
+
+@contextlib.contextmanager
+def _scoring_folder(out_dir: Path) -> Iterator[tuple[Path, bool]]:
+    """``out_dir`` claimed for ``score`` and locked for this run: (its parts folder, made now).
+    The report of an earlier run is removed first: the batch is complete again when it is back."""
+    from filelock import FileLock, Timeout
+
+    made_now = claim_folder(out_dir, "score")
+    try:
+        with FileLock(out_dir / ".score.lock", timeout=0):
+            for leftover in out_dir.glob(f".{REPORT}.*.tmp"):
+                leftover.unlink()
+            (out_dir / REPORT).unlink(missing_ok=True)
+            parts_dir = out_dir / PARTS
+            if parts_dir.is_file():  # a batch written before scoring was streamed
+                parts_dir.unlink()
+            parts_dir.mkdir(exist_ok=True)
+            yield parts_dir, made_now
+    except Timeout:
+        raise PipelineError(f"{out_dir}: another `imdb-mlops score` is writing there; wait for it") from None
+
+
+def _finished_parts(parts_dir: Path, planned: list[Path]) -> dict[Path, dict[str, Any]]:
+    """The planned parts already written (with their aggregates); everything else in the folder
+    (parts of another input or model version, temporaries of a killed run) is removed."""
+    wanted = set(planned)
+    done = {}
+    for path in parts_dir.iterdir():
+        aggregates = part_aggregates(path) if path in wanted else None
+        if aggregates is None:
+            _remove_tree(path)
+        else:
+            done[path] = aggregates
+    return done
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _actor_tracking_uri(project_dir: Path) -> str:
+    """The tracking URI as the scoring actors must see it (a relative SQLite path made absolute:
+    actors do not share this process's working folder)."""
+    uri = tracking_uri(project_dir)
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+    return uri
 
 
 def write_scores(out_dir: Path, owner: str, predictions: pd.DataFrame, report: tuple[str, dict[str, Any]]) -> None:

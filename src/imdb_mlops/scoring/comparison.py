@@ -28,8 +28,10 @@ console = Console(stderr=True)
 
 
 def latest_batch(scores_dir: Path) -> Path | None:
-    """The newest scoring batch under ``scores_dir`` (folders are named by their UTC start time)."""
-    batches = [p.parent for p in scores_dir.glob("*/predictions.parquet")] if scores_dir.is_dir() else []
+    """The newest complete scoring batch under ``scores_dir`` (folders are named by their UTC start
+    time; a streamed batch is complete once its ``drift.json`` is written)."""
+    found = scores_dir.glob("*/predictions.parquet") if scores_dir.is_dir() else []
+    batches = [p.parent for p in found if p.is_file() or (p.parent / "drift.json").is_file()]
     return max(batches, key=lambda p: (p.stat().st_mtime, p.name)) if batches else None
 
 
