@@ -26,11 +26,16 @@ from imdb_mlops.config import load_params
 from imdb_mlops.scoring.batch import score
 
 
-@task(task_run_name="score {input_path}")
-def score_reviews(input_path: str, out_dir: str, model: str | None, project_dir: str) -> dict[str, Any]:
+@task(task_run_name="score {input_path}", retries=1, retry_delay_seconds=10)
+def score_reviews(
+    input_path: str, out_dir: str, model: str | None, project_dir: str, ray_address: str | None = None
+) -> dict[str, Any]:
+    """The batch on Ray (``ray_address``: a cluster); a retry scores only the parts not yet written."""
     root = Path(project_dir).resolve()
     params = load_params(root / "params.yaml")
-    return score(params, Path(input_path), Path(out_dir), model, root / "data" / "raw", project_dir=root)
+    return score(
+        params, Path(input_path), Path(out_dir), model, root / "data" / "raw", project_dir=root, ray_address=ray_address
+    )
 
 
 DRIFT_ROWS = (
@@ -62,7 +67,8 @@ def drift_markdown(report: dict[str, Any], out_dir: str) -> str:
     lines = [
         f"# Batch scoring: {report['reviews']:,} reviews",
         "",
-        f"Model `{report['model_uri']}` (version {report['model_version']}); predictions in `{out_dir}/predictions.parquet`.",
+        f"Model `{report['model_uri']}` (version {report['model_version']}); "
+        f"predictions in `{out_dir}/predictions.parquet/` ({report['parts']} parts).",
         "",
         "| check | reference | current | PSI | status |",
         "|---|---|---|---|---|",
@@ -82,13 +88,15 @@ def scoring_flow(
     out_dir: str | None = None,
     model: str | None = None,
     project_dir: str = ".",
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
-    """Score ``input_path`` with the champion (or ``model``); drift report as artifact and file."""
+    """Score ``input_path`` with the champion (or ``model``) on Ray (this machine, or the cluster at
+    ``ray_address`` / ``RAY_ADDRESS``); drift report as artifact and file."""
     logger = get_run_logger()
     root = Path(project_dir).resolve()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = out_dir or str(root / "scores" / stamp)
-    report = score_reviews(input_path, out, model, str(root))
+    report = score_reviews(input_path, out, model, str(root), ray_address)
     for warning in report["warnings"]:
         logger.warning("drift: %s", warning)
     create_markdown_artifact(key="imdb-scoring-drift", markdown=drift_markdown(report, out), description="Drift report")
@@ -106,8 +114,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out")
     parser.add_argument("--model", "-m")
     parser.add_argument("--project-dir", default=".")
+    parser.add_argument("--ray-address", help="Ray cluster to score on (default: RAY_ADDRESS, else this machine)")
     args = parser.parse_args(argv)
-    result = scoring_flow(input_path=args.input_path, out_dir=args.out, model=args.model, project_dir=args.project_dir)
+    result = scoring_flow(
+        input_path=args.input_path,
+        out_dir=args.out,
+        model=args.model,
+        project_dir=args.project_dir,
+        ray_address=args.ray_address,
+    )
     print(json.dumps(result, indent=2, default=str))
 
 

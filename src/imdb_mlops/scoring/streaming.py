@@ -63,6 +63,7 @@ class PartScorer:
         truncate_chars: int,
     ) -> None:
         import mlflow
+        import ray
 
         from imdb_mlops.registry.predict import served_choice
         from imdb_mlops.registry.versions import load_pyfunc
@@ -76,6 +77,7 @@ class PartScorer:
         self.shared = {
             "reference_unknown": list(unknown_counts(self.tokenizer, reference_texts)),
             "served_variant": served_choice(self.model),
+            "node": ray.get_runtime_context().get_node_id(),  # which machine wrote the part
         }
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
@@ -110,8 +112,9 @@ def ray_session(address: str | None) -> Iterator[None]:
         if address:
             ray.init(address=address, log_to_driver=True, logging_level="warning")
         else:
-            # the object store holds pieces' descriptions and aggregates only: a small one will do
-            ray.init(num_cpus=os.cpu_count() or 1, object_store_memory=256 * 1024**2, **quiet)
+            # a new instance of its own (not a cluster started on this machine); the object store
+            # holds pieces' descriptions and aggregates only: a small one will do
+            ray.init("local", num_cpus=os.cpu_count() or 1, object_store_memory=256 * 1024**2, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise PipelineError(f"ray: cannot connect to {address or 'a local instance'} ({exc})") from None
     try:
