@@ -222,7 +222,9 @@ def predict(
 @handles_errors
 def score(
     input_path: Annotated[Path, typer.Argument(help="A file or folder of new reviews (parquet, CSV, JSONL, .txt).")],
-    out: Annotated[Path, typer.Option(help="Folder for predictions.parquet/ (parts) and drift.json.")] = Path("scores/latest"),
+    out: Annotated[Path, typer.Option(help="Folder for predictions.parquet/ (parts) and drift.json.")] = Path(
+        "scores/latest"
+    ),
     model: ModelRefOption = None,
     raw: Annotated[Path, typer.Option(help="Ingested splits (training reviews: the drift reference).")] = Path(
         "data/raw"

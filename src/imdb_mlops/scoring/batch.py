@@ -97,7 +97,8 @@ def score(
             "reviews": current["rows"],
             "parts": len(plan),
             "parts_reused": len(plan) - len(todo),
-            "served_variant": first.get("served_variant"),
+            "served_variant": first.get("served_variant"),  # each actor chooses at load, as a server does
+            "parts_by_variant": _count(done[part].get("served_variant") for _, part in plan),
             "drift": drift_report(reference, tuple(first["reference_unknown"]), current, cfg),
         }
         report["warnings"] = [f"{name}: {d['warning']}" for name, d in report["drift"].items() if d.get("warning")]
@@ -141,6 +142,12 @@ def _finished_parts(parts_dir: Path, planned: list[Path]) -> dict[Path, dict[str
         else:
             done[path] = aggregates
     return done
+
+
+def _count(choices: Iterator[dict[str, Any] | None]) -> dict[str, int]:
+    from collections import Counter
+
+    return dict(Counter((choice or {}).get("variant", "unknown") for choice in choices))
 
 
 def _remove_tree(path: Path) -> None:
