@@ -7,7 +7,6 @@ import functools
 import json
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -248,19 +247,32 @@ def serve(
     model: ModelRefOption = None,
     host: Annotated[str, typer.Option(help="Interface to bind; loopback unless told otherwise.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 5001,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: serving.workers, else per CPU as memory allows).")
+    ] = None,
     params: ParamsOption = DEFAULT_PARAMS_PATH,
 ) -> None:
-    """Serve a registered model over HTTP: mlflow models serve --env-manager local on 127.0.0.1."""
+    """Serve a registered model over HTTP on 127.0.0.1: MLflow's scoring app (the API of `mlflow
+    models serve`) in supervised uvicorn workers, with admission control (503 + Retry-After when
+    busy, 413 for oversized bodies; limits in serving.*)."""
     from imdb_mlops.registry.tracking import tracking_uri
     from imdb_mlops.registry.versions import connect, resolve_model_uri, version_of_uri
+    from imdb_mlops.serving.server import SETTINGS_ENV, available_memory, serve_settings, uvicorn_command, worker_count
 
     loaded = load_params(params)
     client = connect(loaded)
     uri = resolve_model_uri(model, loaded.registry.model_name)
     version_of_uri(client, uri, loaded.registry.model_name)  # `-m 99`: one line naming what exists
-    command = ["mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-h", host, "-p", str(port)]
-    err.print(f"$ {shlex.join(command)}", highlight=False)
-    raise typer.Exit(subprocess.call(command, env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri()}))
+    count = worker_count(workers or loaded.serving.workers, os.cpu_count() or 1, available_memory())
+    command = uvicorn_command(host, port, count)
+    err.print(f"Serving {uri} with {count} worker(s) on http://{host}:{port}\n$ {shlex.join(command)}", highlight=False)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_uri(),
+        SETTINGS_ENV: serve_settings(uri, tracking_uri(), loaded.serving),
+    }
+    sys.stderr.flush()
+    os.execve(command[0], command, env)  # the server is this process: a signal to it reaches the supervisor
 
 
 def print_choice(choice: dict[str, Any] | None) -> None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 from itertools import pairwise
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
+
+from imdb_mlops.config.base import SECTION_CONFIG
+from imdb_mlops.config.operations import ScoringConfig, ServingConfig
 
 
 class _Section(BaseModel):
-    # strict: no silent "10" -> 10 or 1 -> True coercions; unknown keys are errors.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = SECTION_CONFIG
 
 
 class HubConfig(_Section):
@@ -243,20 +245,6 @@ class OrchestrationConfig(_Section):
     failure_webhook: str | None = Field(None, pattern=r"^https?://")
 
 
-class ScoringConfig(_Section):
-    """Batch scoring of new reviews and the drift report against the training data."""
-
-    text_column: str = Field("text", min_length=1)
-    # Population stability index above this (length or predicted-label distribution) warns.
-    psi_warning: float = Field(0.2, gt=0)
-    length_bins: int = Field(10, ge=2, le=100)
-    # Unknown-token rate above the training data's by more than this warns (0.01 = 1 point).
-    unknown_token_increase: float = Field(0.01, ge=0, le=1)
-    reference_samples: int = Field(2000, ge=10)  # training reviews drawn for the reference
-    rows_per_part: int = Field(10_000, ge=1)  # reviews per output part: the unit a rerun skips when done
-    workers: int | None = Field(None, ge=1)  # scoring actors; None: one per CPU that memory allows
-
-
 class ScratchGeneratorConfig(_Section):
     """``generation.model: scratch``: a GPT-2 built from this config, with a byte-level BPE
     vocabulary trained on the training reviews. For offline runs; it learns far less than gpt2."""
@@ -384,6 +372,7 @@ class Params(_Section):
     registry: RegistryConfig = RegistryConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
     scoring: ScoringConfig = ScoringConfig()
+    serving: ServingConfig = ServingConfig()
     generation: GenerationConfig = GenerationConfig()
 
     def flat(self) -> dict[str, Any]:

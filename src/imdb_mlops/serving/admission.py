@@ -1,0 +1,150 @@
+"""Admission control in front of the model server's ``/invocations`` (an ASGI middleware).
+
+A worker computes at most ``max_in_flight`` predictions at once and lets at most ``max_queue``
+more wait for a slot. A request beyond that is answered at once with HTTP 503 and ``Retry-After``,
+so clients back off instead of piling up into timeouts; one that waited ``max_queue_wait_s`` gets
+the same. A waiting request whose client hangs up is dropped without being computed. Request
+bodies over ``max_body_bytes`` are refused with 413 before they are read whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from imdb_mlops.config import ServingConfig
+
+Scope = dict[str, Any]
+
+
+class AdmissionControl:
+    def __init__(self, app: Any, limits: ServingConfig, paths: tuple[str, ...] = ("/invocations",)) -> None:
+        self.app, self.limits, self.paths = app, limits, paths
+        self.in_flight = 0
+        self.waiting = 0
+        self.counts = {"admitted": 0, "rejected_busy": 0, "rejected_waited": 0, "dropped_gone": 0, "too_large": 0}
+        self._slots: asyncio.Semaphore | None = None
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.limits.max_in_flight)
+        try:
+            body = await self._read_body(scope, receive)
+        except _ClientGone:
+            self.counts["dropped_gone"] += 1
+            return
+        if body is None:
+            self.counts["too_large"] += 1
+            await _respond(
+                send, 413, f"request body over {self.limits.max_body_bytes:,} bytes (serving.max_body_bytes)"
+            )
+            return
+        if self.in_flight >= self.limits.max_in_flight and self.waiting >= self.limits.max_queue:
+            self.counts["rejected_busy"] += 1
+            await self._busy(send, "server busy: every slot taken and the queue full; retry later")
+            return
+        admitted = await self._wait_for_slot(receive)
+        if admitted is None:
+            self.counts["dropped_gone"] += 1
+            return  # the client hung up while waiting: nothing computed, nobody to answer
+        if not admitted:
+            self.counts["rejected_waited"] += 1
+            await self._busy(send, f"server busy: no slot within {self.limits.max_queue_wait_s} s; retry later")
+            return
+        self.in_flight += 1
+        self.counts["admitted"] += 1
+        try:
+            await self.app(scope, _replay(body, receive), send)
+        finally:
+            self.in_flight -= 1
+            self._slots.release()
+
+    async def _read_body(self, scope: Scope, receive: Any) -> bytes | None:
+        """The whole body, or None when it is over the limit (by its header or as it arrives)."""
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limits.max_body_bytes:
+            return None
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limits.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _wait_for_slot(self, receive: Any) -> bool | None:
+        """True once a slot is held; False when none came in time; None when the client left."""
+        assert self._slots is not None
+        if not self._slots.locked():
+            await self._slots.acquire()
+            return True
+        self.waiting += 1
+        acquire = asyncio.ensure_future(self._slots.acquire())
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            done, _ = await asyncio.wait(
+                {acquire, gone}, timeout=self.limits.max_queue_wait_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            self.waiting -= 1
+            gone.cancel()
+        if acquire in done:
+            if gone in done and gone.result():
+                self._slots.release()
+                return None
+            return True
+        acquire.cancel()
+        with_slot = acquire.done() and not acquire.cancelled()
+        if with_slot:  # acquired in the instant it was given up
+            self._slots.release()
+        return None if gone in done else False
+
+    async def _busy(self, send: Any, message: str) -> None:
+        await _respond(send, 503, message, [(b"retry-after", str(self.limits.retry_after_s).encode())])
+
+
+class _ClientGone(Exception):
+    """The client hung up before its request was read."""
+
+
+async def _disconnected(receive: Any) -> bool:
+    """Waits until the client hangs up (the body was read already: nothing else can arrive)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return True
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _respond(send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps({"error_code": "SERVER_BUSY" if status == 503 else "REQUEST_TOO_LARGE", "message": message})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), *(headers or [])],
+        }
+    )
+    await send({"type": "http.response.body", "body": body.encode()})
