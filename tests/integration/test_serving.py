@@ -1,0 +1,98 @@
+"""``imdb-mlops serve`` on the champion of the training flow: supervised workers that are replaced
+when killed, admission control in front of MLflow's scoring app, nothing left after SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from helpers import cli_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="flow")]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def workers_of(pid: int) -> list[int]:
+    """uvicorn's worker processes (its multiprocessing helper aside)."""
+    return [c for c in children(pid) if b"resource_tracker" not in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def wait_until(check, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not within {seconds} s: {what}")
+
+
+def ping(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/ping", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_serve_replaces_killed_workers_and_leaves_nothing_after_sigterm(flow_project):
+    project, _ = flow_project
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = cli_env(MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "imdb_mlops", "serve", "--port", str(port), "--workers", "2"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: ping(url) and len(workers_of(server.pid)) == 2, 120, "two workers serving")
+        body = {"inputs": ["awful boring dull terrible", "wonderful brilliant superb"]}
+        answer = requests.post(f"{url}/invocations", json=body, timeout=30)
+        assert answer.status_code == 200 and len(answer.json()["predictions"]) == 2
+        assert requests.post(f"{url}/invocations", data="x" * (17 * 1024**2), timeout=30).status_code == 413
+        first, second = workers_of(server.pid)
+        os.kill(first, signal.SIGKILL)  # one worker dies: the other keeps answering
+        for _ in range(10):
+            assert requests.post(f"{url}/invocations", json=body, timeout=30).status_code in (200, 503)
+        wait_until(lambda: len(set(workers_of(server.pid)) - {first}) == 2, 60, "the killed worker replaced")
+        for pid in workers_of(server.pid):  # every worker dies: the supervisor brings service back
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: ping(url) and len(workers_of(server.pid)) == 2, 90, "service restored")
+        assert second not in workers_of(server.pid)
+        assert requests.post(f"{url}/invocations", json=body, timeout=30).status_code == 200
+        pids = [server.pid, *children(server.pid)]
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+        wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in pids), 30, "no process left")
+        assert not ping(url)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
