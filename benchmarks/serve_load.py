@@ -1,0 +1,181 @@
+"""The model server under load: ``imdb-mlops serve`` driven by a bounded closed-loop load generator
+on loopback (one-review requests of real reviews), per concurrency level: throughput, latency
+p50/p95/p99, 503s and errors; an overload level (4x the best); a worker killed mid-run; server
+memory before and after.
+
+    python benchmarks/serve_load.py [--project PATH] [--levels 1 2 4 8] [--seconds 20] [--workers 2]
+
+``--project``: a project with a registered champion (e.g. the offline quick run's); without it a
+tiny project is built with ``dvc repro`` (tiny DistilBERT, so the figures are the server's
+machinery, not a real model's speed). Everything runs in this one script, on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scoring_scale import SHARED_IMDB, build_project, cpu_flags, memory_kb, tree
+
+
+def reviews(n: int) -> list[str]:
+    import pandas as pd
+
+    if SHARED_IMDB.is_dir():
+        return pd.read_parquet(SHARED_IMDB / "test-00000-of-00001.parquet", columns=["text"])["text"].tolist()[:n]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from helpers import make_reviews
+
+    return make_reviews(n, seed=1)["text"].tolist()
+
+
+def drive(url: str, texts: list[str], clients: int, seconds: float, during=None) -> dict:
+    """``clients`` threads, each posting one review at a time for ``seconds``."""
+    results: list[tuple[int, float]] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def client(k: int) -> None:
+        session = requests.Session()
+        i = k
+        while time.monotonic() < stop:
+            start = time.monotonic()
+            try:
+                status = session.post(f"{url}/invocations", json={"inputs": [texts[i % len(texts)]]}, timeout=70)
+                code = status.status_code
+            except requests.RequestException:
+                code = -1
+            with lock:
+                results.append((code, time.monotonic() - start))
+            i += clients
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    began = time.monotonic()
+    for thread in threads:
+        thread.start()
+    if during:
+        during()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - began
+    ok = sorted(t for c, t in results if c == 200)
+    busy = [t for c, t in results if c == 503]
+
+    def pct(q: float) -> float | None:
+        return round(ok[min(len(ok) - 1, int(q * len(ok)))], 3) if ok else None
+
+    return {
+        "clients": clients,
+        "requests": len(results),
+        "ok": len(ok),
+        "ok_per_s": round(len(ok) / elapsed, 2),
+        "p50_s": pct(0.5),
+        "p95_s": pct(0.95),
+        "p99_s": pct(0.99),
+        "max_ok_s": round(max(ok), 3) if ok else None,
+        "503": len(busy),
+        "503_max_s": round(max(busy), 3) if busy else None,
+        "504": sum(c == 504 for c, _ in results),
+        "errors": sum(c not in (200, 503) for c, _ in results),
+    }
+
+
+def up(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/ping", timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def workers_of(pid: int) -> list[int]:
+    return [p for p in tree(pid)[1:] if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+def server_pss_mb(pid: int) -> int:
+    return round(sum(memory_kb(p, "Pss:") for p in tree(pid)) / 1024)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--project", type=Path)
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--port", type=int, default=5077)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    results: dict = {"cpu_flags": cpu_flags(), "cores": os.cpu_count(), "workers": args.workers}
+    print(f"CPU flags: {results['cpu_flags']}; {results['cores']} cores", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        project = args.project or build_project(Path(tmp))
+        url = f"http://127.0.0.1:{args.port}"
+        command = [
+            sys.executable,
+            "-m",
+            "imdb_mlops",
+            "serve",
+            "--port",
+            str(args.port),
+            "--workers",
+            str(args.workers),
+        ]
+        server = subprocess.Popen(command, cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            while len(workers_of(server.pid)) < args.workers or not up(url):
+                time.sleep(1)
+            texts = reviews(2000)
+            single = [drive(url, texts, 1, 3)["p50_s"] for _ in range(2)][-1]
+            results["single_request_p50_s"] = single
+            results["idle_pss_mb"] = server_pss_mb(server.pid)
+            results["levels"] = []
+            for clients in args.levels:
+                row = drive(url, texts, clients, args.seconds)
+                results["levels"].append(row)
+                print(json.dumps(row), flush=True)
+            best = max(results["levels"], key=lambda r: r["ok_per_s"])
+            overload = drive(url, texts, 4 * best["clients"], args.seconds)
+            overload["within_2x_single"] = overload["max_ok_s"] is not None and overload["max_ok_s"] <= 2 * single
+            overload["throughput_vs_best"] = round(overload["ok_per_s"] / best["ok_per_s"], 3)
+            results["overload"] = overload
+            print(json.dumps({"overload": overload}), flush=True)
+            time.sleep(3)
+            results["after_load_pss_mb"] = server_pss_mb(server.pid)
+            killed: dict = {}
+
+            def kill_one() -> None:
+                time.sleep(args.seconds / 3)
+                victim = workers_of(server.pid)[0]
+                os.kill(victim, signal.SIGKILL)
+                start = time.monotonic()
+                while len(set(workers_of(server.pid)) - {victim}) < args.workers and time.monotonic() - start < 120:
+                    time.sleep(0.2)
+                killed["back_to_full_s"] = round(time.monotonic() - start, 1)
+
+            row = drive(url, texts, best["clients"], args.seconds, during=kill_one)
+            results["worker_killed"] = {
+                **row,
+                **killed,
+                "failed_share": round(row["errors"] / max(row["requests"], 1), 4),
+            }
+            print(json.dumps({"worker_killed": results["worker_killed"]}), flush=True)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=60)
+    print(json.dumps(results, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
