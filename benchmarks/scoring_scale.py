@@ -7,7 +7,8 @@ A tiny project is built once with ``dvc repro`` (tiny DistilBERT from a config, 
 tokenizer, synthetic training reviews), so the figures are about the scoring machinery, not the
 model: a real model is slower per review but needs no more memory as the input grows. Inputs are
 real IMDB reviews (``../shared/imdb``, all 100,000 of them, repeated to the size asked) written as
-8 parquet shards with row groups of 10,000 rows; synthetic reviews where the dataset is absent.
+parquet shards of at most 125,000 rows with row groups of ``--rows-per-part`` rows (the pieces are
+the same size whatever the input size); synthetic reviews where the dataset is absent.
 Memory is the peak, sampled every 0.2 s, of the whole process tree (the command and its Ray
 processes): the sum of their PSS (shared pages counted once) and the command's own RSS.
 """
@@ -95,8 +96,9 @@ def run_measured(command: list[str], cwd: Path) -> dict[str, float]:
     return {"seconds": round(time.perf_counter() - start, 1), **{k: round(v) for k, v in peaks.items()}}
 
 
-def write_input(folder: Path, size: int) -> None:
-    """``size`` reviews as 8 parquet shards, row groups of 10,000."""
+def write_input(folder: Path, size: int, rows_per_part: int) -> None:
+    """``size`` reviews as parquet shards of at most 125,000 (at least 2 shards), row groups of
+    ``rows_per_part``: every input size is scored in pieces of the same size, by every actor."""
     import pandas as pd
 
     if SHARED_IMDB.is_dir():
@@ -105,11 +107,12 @@ def write_input(folder: Path, size: int) -> None:
         pool = make_reviews(20_000, seed=3)[["text"]]
     texts = pool["text"].tolist()
     folder.mkdir(parents=True)
-    per_shard = -(-size // 8)
-    for shard in range(8):
+    shards = max(2, -(-size // 125_000))
+    per_shard = -(-size // shards)
+    for shard in range(shards):
         rows = range(shard * per_shard, min(size, (shard + 1) * per_shard))
         frame = pd.DataFrame({"text": [texts[i % len(texts)] for i in rows]})
-        frame.to_parquet(folder / f"part-{shard:05d}.parquet", row_group_size=10_000)
+        frame.to_parquet(folder / f"part-{shard:05d}.parquet", row_group_size=rows_per_part)
         del frame
 
 
@@ -129,8 +132,8 @@ def build_project(tmp: Path) -> Path:
     return project
 
 
-def score_command(project: Path, data: Path, out: Path, workers: int | None) -> list[str]:
-    set_params(project, **{"scoring.workers": workers})
+def score_command(project: Path, data: Path, out: Path, workers: int | None, rows_per_part: int) -> list[str]:
+    set_params(project, **{"scoring.workers": workers, "scoring.rows_per_part": rows_per_part})
     return [sys.executable, "-m", "imdb_mlops", "score", str(data), "--out", str(out)]
 
 
@@ -139,6 +142,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 1_000_000])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--workers-size", type=int, default=20_000, help="input size of the 1 vs 2 actor runs")
+    parser.add_argument("--rows-per-part", type=int, default=2500)
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
     results: dict = {
@@ -152,16 +156,19 @@ def main() -> None:
         project = build_project(tmp)
         results["by_size"] = []
         for size in args.sizes:
-            write_input(tmp / f"in-{size}", size)
-            figures = run_measured(score_command(project, tmp / f"in-{size}", tmp / f"out-{size}", None), project)
+            write_input(tmp / f"in-{size}", size, args.rows_per_part)
+            command = score_command(project, tmp / f"in-{size}", tmp / f"out-{size}", None, args.rows_per_part)
+            figures = run_measured(command, project)
             row = {"reviews": size, **figures, "reviews_per_s": round(size / figures["seconds"])}
             results["by_size"].append(row)
             print(json.dumps(row), flush=True)
-        write_input(tmp / "in-workers", args.workers_size)
+        write_input(tmp / "in-workers", args.workers_size, args.rows_per_part)
         results["by_workers"] = []
         for workers in args.workers:
             out = tmp / f"out-w{workers}"
-            figures = run_measured(score_command(project, tmp / "in-workers", out, workers), project)
+            figures = run_measured(
+                score_command(project, tmp / "in-workers", out, workers, args.rows_per_part), project
+            )
             row = {"workers": workers, "reviews": args.workers_size, **figures}
             row["reviews_per_s"] = round(args.workers_size / figures["seconds"])
             results["by_workers"].append(row)
