@@ -1,0 +1,20 @@
+"""How many workers ``imdb-mlops serve`` starts, and the uvicorn command it becomes."""
+
+from imdb_mlops.config import ServingConfig
+from imdb_mlops.serving.server import WORKER_MEMORY, serve_settings, uvicorn_command, worker_count
+
+
+def test_workers_follow_cpus_as_far_as_memory_allows_and_are_at_least_two_where_two_fit():
+    assert worker_count(None, cpus=8, memory=100 * WORKER_MEMORY) == 8
+    assert worker_count(None, cpus=8, memory=3 * WORKER_MEMORY) == 3
+    assert worker_count(None, cpus=1, memory=10 * WORKER_MEMORY) == 2  # supervised even on one CPU
+    assert worker_count(None, cpus=4, memory=WORKER_MEMORY // 2) == 1
+    assert worker_count(5, cpus=1, memory=0) == 5  # asked for: as asked
+
+
+def test_the_command_is_a_supervised_uvicorn_of_the_app_factory_on_the_given_interface():
+    command = uvicorn_command("127.0.0.1", 5001, 2)
+    assert command[1:5] == ["-m", "uvicorn", "--factory", "imdb_mlops.serving.server:create_app"]
+    assert command[command.index("--host") + 1] == "127.0.0.1" and command[command.index("--workers") + 1] == "2"
+    settings = serve_settings("models:/m@champion", "sqlite:///x.db", ServingConfig(max_queue=3))
+    assert '"max_queue": 3' in settings and '"model_uri": "models:/m@champion"' in settings
