@@ -317,14 +317,12 @@ def _layout(path: Path) -> dict[str, str]:
     return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
-REVIEWS = "text\n" + "".join(f"review {i}: a {'fine' if i % 2 else 'dull'} film\n" for i in range(30))
 KILLED_STAGES = {  # stage command, its first output, the rename to die before (2: old output moved aside, new not in)
     "tokenize": (["tokenize"], "data/tokenized", 2),
     "train": (["train"], "models/classifier", 2),
     "export": (["export"], "models/onnx", 2),
     "register": (["register"], "reports/register.json", 1),
-    "score": (["score", "new-reviews.csv", "--out", "scores/latest"], "scores/latest", 2),
-}
+}  # score writes parts as it goes, not by a swap: its killed-job test is in test_scoring_ray.py
 
 
 @pytest.mark.parametrize("stage", list(KILLED_STAGES))
@@ -337,7 +335,6 @@ def test_each_writing_stage_killed_inside_its_swap_keeps_old_or_new_and_the_reru
 
     args, output, kill_at = KILLED_STAGES[stage]
     target = built / output
-    (built / "new-reviews.csv").write_text(REVIEWS)
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{built / 'mlflow.db'}", **FAST_METRICS}
     if not target.exists():
         run(["imdb-mlops", *args], built, **env)
