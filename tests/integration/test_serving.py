@@ -77,6 +77,10 @@ def test_serve_replaces_killed_workers_and_leaves_nothing_after_sigterm(flow_pro
         answer = requests.post(f"{url}/invocations", json=body, timeout=30)
         assert answer.status_code == 200 and len(answer.json()["predictions"]) == 2
         assert requests.post(f"{url}/invocations", data="x" * (17 * 1024**2), timeout=30).status_code == 413
+        blank = requests.post(f"{url}/invocations", json={"inputs": ["a fine film", "  "]}, timeout=30)
+        assert blank.status_code == 400 and blank.json()["message"].startswith("text 1 is empty")
+        nothing = requests.post(f"{url}/invocations", json={"inputs": []}, timeout=30)
+        assert nothing.status_code == 400 and nothing.json()["message"].startswith("no texts were sent")
         first, second = workers_of(server.pid)
         os.kill(first, signal.SIGKILL)  # one worker dies: the other keeps answering
         for _ in range(10):

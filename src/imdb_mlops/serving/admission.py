@@ -32,16 +32,14 @@ class AdmissionControl:
             return
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.limits.max_in_flight)
-        try:
-            body = await self._read_body(scope, receive)
-        except _ClientGone:
+        body = await self._read_body(scope, receive)
+        if body is None:
             self.counts["dropped_gone"] += 1
             return
-        if body is None:
+        if body is TOO_LARGE:
             self.counts["too_large"] += 1
-            await _respond(
-                send, 413, f"request body over {self.limits.max_body_bytes:,} bytes (serving.max_body_bytes)"
-            )
+            limit = self.limits.max_body_bytes
+            await respond(send, 413, f"request body over {limit:,} bytes (serving.max_body_bytes)", "REQUEST_TOO_LARGE")
             return
         if self.in_flight >= self.limits.max_in_flight and self.waiting >= self.limits.max_queue:
             self.counts["rejected_busy"] += 1
@@ -58,29 +56,19 @@ class AdmissionControl:
         self.in_flight += 1
         self.counts["admitted"] += 1
         try:
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replay_body(body, receive), send)
         finally:
             self.in_flight -= 1
             self._slots.release()
 
     async def _read_body(self, scope: Scope, receive: Any) -> bytes | None:
-        """The whole body, or None when it is over the limit (by its header or as it arrives)."""
+        """The whole body; ``TOO_LARGE`` when it is over the limit (by its header or as it arrives);
+        None when the client hung up."""
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limits.max_body_bytes:
-            return None
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _ClientGone
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limits.max_body_bytes:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+            return TOO_LARGE
+        return await receive_body(receive, self.limits.max_body_bytes)
 
     async def _wait_for_slot(self, receive: Any) -> bool | None:
         """True once a slot is held; False when none came in time; None when the client left."""
@@ -110,11 +98,26 @@ class AdmissionControl:
         return None if gone in done else False
 
     async def _busy(self, send: Any, message: str) -> None:
-        await _respond(send, 503, message, [(b"retry-after", str(self.limits.retry_after_s).encode())])
+        await respond(send, 503, message, "SERVER_BUSY", [(b"retry-after", str(self.limits.retry_after_s).encode())])
 
 
-class _ClientGone(Exception):
-    """The client hung up before its request was read."""
+TOO_LARGE = b"\0too large"  # what receive_body returns past its limit (never a real body: compared by identity)
+
+
+async def receive_body(receive: Any, limit: int | None = None) -> bytes | None:
+    """The whole request body; ``TOO_LARGE`` once it passes ``limit`` bytes; None when the client hung up."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if limit is not None and size > limit:
+            return TOO_LARGE
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 async def _disconnected(receive: Any) -> bool:
@@ -125,7 +128,8 @@ async def _disconnected(receive: Any) -> bool:
             return True
 
 
-def _replay(body: bytes, receive: Any) -> Any:
+def replay_body(body: bytes, receive: Any) -> Any:
+    """A ``receive`` that gives ``body`` (already read) once, then what the client sends next."""
     sent = False
 
     async def replay() -> dict[str, Any]:
@@ -138,8 +142,11 @@ def _replay(body: bytes, receive: Any) -> Any:
     return replay
 
 
-async def _respond(send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = json.dumps({"error_code": "SERVER_BUSY" if status == 503 else "REQUEST_TOO_LARGE", "message": message})
+async def respond(
+    send: Any, status: int, message: str, error_code: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """A JSON error answer in the scoring server's own shape (``error_code``, ``message``)."""
+    body = json.dumps({"error_code": error_code, "message": message})
     await send(
         {
             "type": "http.response.start",

@@ -133,10 +133,14 @@ def as_texts(model_input: Any) -> list[str]:
 
 
 def check_request(texts: list[str], max_texts: int, max_chars: int) -> None:
-    """Refuse oversized requests before any work is done."""
+    """Refuse empty, blank and oversized requests before any work is done (as ``imdb-mlops predict``)."""
+    if not texts:
+        raise RequestRejected("no texts were sent: the request needs at least one review")
     if len(texts) > max_texts:
         raise RequestRejected(f"request too large: {len(texts)} texts, at most {max_texts} per request")
     for index, text in enumerate(texts):
+        if not text.strip():
+            raise RequestRejected(f"text {index} is empty; a review needs words to be classified")
         if len(text) > max_chars:
             raise RequestRejected(f"text {index} too long: {len(text):,} characters, at most {max_chars:,}")
 

@@ -29,11 +29,12 @@ def create_app() -> Any:
 
     from imdb_mlops.registry.versions import load_pyfunc
     from imdb_mlops.serving.admission import AdmissionControl
+    from imdb_mlops.serving.request_checks import RefuseEmptyRequests
 
     settings = json.loads(os.environ[SETTINGS_ENV])
     mlflow.set_tracking_uri(settings["tracking_uri"])
     model = load_pyfunc(settings["model_uri"])
-    return AdmissionControl(scoring_server.init(model), ServingConfig(**settings["limits"]))
+    return AdmissionControl(RefuseEmptyRequests(scoring_server.init(model)), ServingConfig(**settings["limits"]))
 
 
 def available_memory() -> int:
