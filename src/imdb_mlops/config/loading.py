@@ -21,8 +21,21 @@ DEFAULT_PARAMS_PATH = Path("params.yaml")
 PROFILES_DIR = Path("profiles")  # params overlays (profiles/NAME.yaml)
 
 
+MAX_PARAMS_BYTES = 1024**2  # a params file is a few KB; anything near this is not one
+
+
 class _Yaml12Loader(yaml.SafeLoader):
-    """SafeLoader that reads ``5e-5`` as a float (YAML 1.2), not as the string '5e-5'."""
+    """SafeLoader that reads ``5e-5`` as a float (YAML 1.2), not as the string '5e-5', and refuses
+    aliases (``*name``): a params file needs none, and nested aliases expand exponentially (a
+    "billion laughs" file would take minutes and gigabytes to load)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases (*{event.anchor}) are not allowed in params files", event.start_mark
+            )
+        return super().compose_node(parent, index)
 
 
 _Yaml12Loader.add_implicit_resolver(
@@ -48,6 +61,8 @@ def read_yaml(path: Path) -> Any:
         raise ParamsError(f"{path}: is a folder; expected a params YAML file (e.g. params.yaml)") from None
     except UnicodeDecodeError as exc:
         raise ParamsError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if len(text) > MAX_PARAMS_BYTES:
+        raise ParamsError(f"{path}: {len(text):,} characters; a params file is at most {MAX_PARAMS_BYTES:,}")
     try:
         return yaml.load(text, Loader=_Yaml12Loader)
     except yaml.YAMLError as exc:

@@ -106,6 +106,22 @@ def test_all_problems_reported_at_once(tmp_path):
     assert "train.epochs" in str(info.value) and "train.learning_rate" in str(info.value)
 
 
+def test_a_yaml_alias_bomb_is_refused_at_once_not_expanded(tmp_path):
+    """Billion laughs: nine levels of nine aliases would expand to 10^9 strings."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    lines += ["evaluate:", f"  length_buckets: [{', '.join(['*a8'] * 9)}]"]
+    (tmp_path / "params.yaml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ParamsError, match=r"params.yaml: line 2: not valid YAML \(aliases \(\*a0\) are not allowed"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_an_oversized_params_file_is_refused_before_parsing(tmp_path):
+    (tmp_path / "params.yaml").write_text("# " + "x" * (2 * 1024**2) + "\n")
+    with pytest.raises(ParamsError, match=r"params.yaml: 2,097,155 characters; a params file is at most 1,048,576"):
+        load_params(tmp_path / "params.yaml")
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ParamsError, match="file not found"):
         load_params(tmp_path / "nope.yaml")
