@@ -257,6 +257,7 @@ def serve(
     busy, 413 for oversized bodies; limits in serving.*)."""
     from imdb_mlops.registry.tracking import tracking_uri
     from imdb_mlops.registry.versions import connect, resolve_model_uri, version_of_uri
+    from imdb_mlops.registry.webhooks import is_loopback
     from imdb_mlops.serving.server import SETTINGS_ENV, available_memory, serve_settings, uvicorn_command, worker_count
 
     loaded = load_params(params)
@@ -266,6 +267,10 @@ def serve(
     count = worker_count(workers or loaded.serving.workers, os.cpu_count() or 1, available_memory())
     command = uvicorn_command(host, port, count)
     err.print(f"Serving {uri} with {count} worker(s) on http://{host}:{port}\n$ {shlex.join(command)}", highlight=False)
+    if not is_loopback(f"http://{host}"):
+        err.print(
+            f"[yellow]warning:[/] listening on {host}: the model is reachable from other machines", highlight=False
+        )
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": tracking_uri(),

@@ -9,6 +9,10 @@ first, so a Prefect API that is down loses no move: the entry stays ``prefect_ev
 :meth:`ChampionEvents.retry_pending` sends it later.
 
 Every delivery is handled at most once: its id is remembered, and the history entry carries it.
+A delivery is checked against the registry before anything is recorded: a field that is null or
+not a name is a 400, so is a version the model does not have; a move that the alias no longer
+shows (a late or replayed delivery of a superseded move) records nothing, so the history never
+disagrees with the registry.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from imdb_mlops.common.errors import PipelineError
+from imdb_mlops.registry.aliases import current_champion
 from imdb_mlops.registry.history import (
     HistoryEntry,
     append_entry,
@@ -25,7 +31,7 @@ from imdb_mlops.registry.history import (
     registry_lock,
     update_entry,
 )
-from imdb_mlops.registry.versions import CHAMPION
+from imdb_mlops.registry.versions import CHAMPION, get_version
 from imdb_mlops.registry.webhooks import ALIAS_EVENTS, Delivery, DeliveryRejected
 
 log = logging.getLogger("imdb_mlops.webhooks")
@@ -75,7 +81,7 @@ def emit_champion_event(name: str, entry: HistoryEntry) -> None:
 
 @dataclass
 class Outcome:
-    status: str  # recorded | already_recorded | duplicate | ignored | noted
+    status: str  # recorded | already_recorded | duplicate | superseded | ignored | noted
     detail: str
     entry: HistoryEntry | None = None
     prefect: str | None = None  # emitted | pending | None
@@ -92,11 +98,10 @@ class ChampionEvents:
     def handle(self, delivery: Delivery) -> Outcome:
         if delivery.delivery_id in self.seen:
             return Outcome("duplicate", f"delivery {delivery.delivery_id} was handled before; nothing recorded")
-        missing = [key for key in REQUIRED_FIELDS.get(delivery.event, ()) if key not in delivery.data]
-        if missing:
-            raise DeliveryRejected(
-                400, f"delivery {delivery.delivery_id} ({delivery.event}): payload lacks {missing[0]}"
-            )
+        for key in REQUIRED_FIELDS.get(delivery.event, ()):
+            problem = field_problem(key, delivery.data)
+            if problem:
+                raise DeliveryRejected(400, f"delivery {delivery.delivery_id} ({delivery.event}): {problem}")
         outcome = self._handle(delivery)
         self.seen.add(delivery.delivery_id)
         return outcome
@@ -118,6 +123,9 @@ class ChampionEvents:
             entries = history_entries(self.client, self.model)
             if any(e.delivery_id == delivery.delivery_id for e in entries):
                 return Outcome("duplicate", f"delivery {delivery.delivery_id} is in the history already")
+            stale = self._superseded(delivery, version)
+            if stale:
+                return Outcome("superseded", stale)
             if entries and recorded_champion(entries) == version:
                 entry = entries[-1]
                 if entry.prefect_event is not None or version is None:
@@ -141,6 +149,22 @@ class ChampionEvents:
         )
         prefect = self.announce(entry) if version else None
         return Outcome(status, detail, entry, prefect)
+
+    def _superseded(self, delivery: Delivery, version: str | None) -> str | None:
+        """Why the delivery's move is no longer what the registry shows (None when it is); a
+        version the model does not have is refused."""
+        if version is not None:
+            try:
+                get_version(self.client, self.model, version)
+            except PipelineError:
+                raise DeliveryRejected(
+                    400, f"delivery {delivery.delivery_id}: {self.model} has no version {version}"
+                ) from None
+        now = current_champion(self.client, self.model)
+        if now == version:
+            return None
+        move = f"champion -> {version}" if version else "champion deleted"
+        return f"{move} was superseded: the registry's champion is {now or '(none)'} now; nothing recorded"
 
     def announce(self, entry: HistoryEntry) -> str:
         """Send the Prefect event about ``entry``; ``pending`` (and logged) when it cannot be sent."""
@@ -168,3 +192,18 @@ class ChampionEvents:
             return False
         log.info("Prefect event for champion %s sent (it was pending)", latest.version)
         return True
+
+
+def field_problem(key: str, data: dict[str, Any]) -> str | None:
+    """What is wrong with a required payload field (None when nothing): absent, null, not a name,
+    or (``version``) not a version number."""
+    if key not in data:
+        return f"payload lacks {key}"
+    value = data[key]
+    if value is None:
+        return f"payload field {key} is null"
+    if key == "version":
+        return None if str(value).isdigit() and not isinstance(value, bool) else f"version {value!r} is not a number"
+    if not isinstance(value, str) or not value.strip():
+        return f"payload field {key} is not a name ({value!r})"
+    return None

@@ -27,6 +27,7 @@ from imdb_mlops.registry.webhooks import DeliveryRejected, is_loopback, verify_d
 log = logging.getLogger("imdb_mlops.webhooks")
 WEBHOOK_PATH = "/mlflow-webhook"
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
+MAX_BODY_BYTES = 64 * 1024  # an MLflow registry event is a few hundred bytes
 
 
 def create_app(events: ChampionEvents, secret: str, retry_every_s: float = 15.0) -> Any:
@@ -54,7 +55,10 @@ def create_app(events: ChampionEvents, secret: str, retry_every_s: float = 15.0)
 
     @app.post(WEBHOOK_PATH)
     async def receive(request: Request) -> Any:
-        body = await request.body()
+        body = await _bounded_body(request)
+        if body is None:
+            log.warning("rejected (413): body over %d bytes", MAX_BODY_BYTES)
+            return JSONResponse({"error": f"body over {MAX_BODY_BYTES:,} bytes"}, status_code=413)
         try:
             delivery = verify_delivery(request.headers, body, secret)
             outcome = await run_in_threadpool(events.handle, delivery)
@@ -66,6 +70,30 @@ def create_app(events: ChampionEvents, secret: str, retry_every_s: float = 15.0)
         return {"status": outcome.status, "detail": outcome.detail, "prefect_event": outcome.prefect}
 
     return app
+
+
+async def _bounded_body(request: Request) -> bytes | None:
+    """The request body, or None once it passes MAX_BODY_BYTES (by its header or as it arrives)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def warn_if_exposed(host: str, what: str) -> None:
+    """A log line when ``host`` is not a loopback address: ``what`` is reachable from the network."""
+    if not is_loopback(f"http://{host}"):
+        log.warning(
+            "listening on %s: %s is reachable from other machines (use the default 127.0.0.1 unless that is meant)",
+            host,
+            what,
+        )
 
 
 def warn_unreachable_webhooks(client: Any, host: str, port: int) -> None:
@@ -94,6 +122,7 @@ def serve_receiver(events: ChampionEvents, secret: str, host: str, port: int) ->
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "prefect.events.clients", "EventsWorker"):
         logging.getLogger(noisy).setLevel(logging.WARNING if noisy == "httpx" else logging.ERROR)
+    warn_if_exposed(host, "the receiver of registry events (deliveries are checked by signature)")
     warn_unreachable_webhooks(events.client, host, port)
     log.info(
         "receiving MLflow registry events for %s at http://%s:%d%s (tracking %s)",

@@ -59,6 +59,7 @@ def alias_set(version: str, **kwargs):
 
 def test_a_ui_move_is_recorded_once_and_its_event_kept_pending_while_prefect_is_down(registry, prefect_down, caplog):
     app = TestClient(create_app(ChampionEvents(registry, MODEL), SECRET))
+    registry.set_registered_model_alias(MODEL, "champion", "2")  # the move in the UI, then its delivery
     first = alias_set("2", delivery_id="d-1")
     answer = app.post(WEBHOOK_PATH, **first)
     assert answer.status_code == 200, answer.text
@@ -93,9 +94,27 @@ def test_a_move_the_cli_recorded_is_not_recorded_again(registry, prefect_down):
             400,
             "payload lacks version",
         ),
+        (lambda: alias_set(None), 400, "payload field version is null"),
+        (lambda: alias_set("two"), 400, "version 'two' is not a number"),
+        (
+            lambda: delivery("model_version_alias.created", {"name": MODEL, "alias": None, "version": "2"}),
+            400,
+            "payload field alias is null",
+        ),
+        (lambda: alias_set("99"), 400, f"{MODEL} has no version 99"),
         (lambda: {"content": "[]", "headers": alias_set("2")["headers"]}, 401, "wrong signature"),
     ],
-    ids=["unsigned", "wrongly-signed", "replayed-late", "missing-field", "tampered-body"],
+    ids=[
+        "unsigned",
+        "wrongly-signed",
+        "replayed-late",
+        "missing-field",
+        "null-version",
+        "version-not-a-number",
+        "null-alias",
+        "no-such-version",
+        "tampered-body",
+    ],  # fmt: skip
 )
 def test_bad_deliveries_are_refused_and_record_nothing(registry, request_kwargs, status, reason, caplog):
     app = TestClient(create_app(ChampionEvents(registry, MODEL), SECRET))
@@ -121,13 +140,32 @@ def test_a_deleted_champion_alias_is_recorded_and_rollback_still_walks_back(regi
     from imdb_mlops.registry.aliases import rollback
 
     app = TestClient(create_app(ChampionEvents(registry, MODEL), SECRET))
+    registry.set_registered_model_alias(MODEL, "champion", "2")
     app.post(WEBHOOK_PATH, **alias_set("2"))
+    registry.delete_registered_model_alias(MODEL, "champion")
     deleted = delivery("model_version_alias.deleted", {"name": MODEL, "alias": "champion"})
     assert app.post(WEBHOOK_PATH, **deleted).json()["status"] == "recorded"
     assert history_entries(registry, MODEL)[-1].action == "deleted"
     registry.set_registered_model_alias(MODEL, "champion", "2")  # put back, as the UI would
     app.post(WEBHOOK_PATH, **alias_set("2"))
     assert rollback(registry, MODEL) == ("2", "1")
+
+
+def test_a_late_delivery_of_a_superseded_move_records_nothing(registry, prefect_down):
+    """1 -> 2 then 2 -> 1 in the UI; the delivery of the first move arrives after the second."""
+    app = TestClient(create_app(ChampionEvents(registry, MODEL), SECRET))
+    late = alias_set("2")
+    registry.set_registered_model_alias(MODEL, "champion", "2")
+    registry.set_registered_model_alias(MODEL, "champion", "1")
+    answer = app.post(WEBHOOK_PATH, **late)
+    assert answer.status_code == 200
+    assert answer.json()["status"] == "superseded"
+    assert "the registry's champion is 1 now; nothing recorded" in answer.json()["detail"]
+    stale_delete = app.post(
+        WEBHOOK_PATH, **delivery("model_version_alias.deleted", {"name": MODEL, "alias": "champion"})
+    )
+    assert stale_delete.json()["status"] == "superseded"
+    assert [e.version for e in history_entries(registry, MODEL)] == ["1"]  # as the registry says: champion 1
 
 
 def test_webhook_urls_beyond_loopback_need_an_explicit_choice():
@@ -146,9 +184,29 @@ def test_a_pending_event_is_sent_once_the_prefect_api_answers(registry, prefect_
 
     events = ChampionEvents(registry, MODEL)
     app = TestClient(create_app(events, SECRET))
+    registry.set_registered_model_alias(MODEL, "champion", "2")
     with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{free_port()}/api"}):
         assert app.post(WEBHOOK_PATH, **alias_set("2")).json()["prefect_event"] == "pending"
         assert events.retry_pending() is False  # still down
     assert events.retry_pending() is True  # the session's Prefect API
     assert history_entries(registry, MODEL)[-1].prefect_event == "emitted"
     assert events.retry_pending() is False  # nothing left
+
+
+def test_a_body_over_the_limit_is_refused_unread(registry, caplog):
+    from imdb_mlops.serving.webhook_receiver import MAX_BODY_BYTES
+
+    app = TestClient(create_app(ChampionEvents(registry, MODEL), SECRET))
+    huge = alias_set("2")
+    huge["content"] = "x" * (5 * 1024**2)
+    answer = app.post(WEBHOOK_PATH, **huge)
+    assert answer.status_code == 413 and answer.json()["error"] == f"body over {MAX_BODY_BYTES:,} bytes"
+    assert [e.version for e in history_entries(registry, MODEL)] == ["1"]
+
+
+@pytest.mark.parametrize(("host", "warned"), [("0.0.0.0", True), ("127.0.0.1", False), ("localhost", False)])
+def test_a_receiver_bound_beyond_loopback_warns(host, warned, caplog):
+    from imdb_mlops.serving.webhook_receiver import warn_if_exposed
+
+    warn_if_exposed(host, "the receiver")
+    assert ("reachable from other machines" in caplog.text) is warned
