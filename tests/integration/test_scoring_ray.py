@@ -113,6 +113,42 @@ def test_a_killed_job_rerun_writes_each_part_once_and_ends_as_an_uninterrupted_r
     )
 
 
+def test_ctrl_c_stops_the_job_within_seconds_and_leaves_nothing_running(scoring_job, tmp_path):
+    """SIGINT to the job's process group, as a terminal's Ctrl-C sends it."""
+    project, params_file, incoming, _, _ = scoring_job
+    out = tmp_path / "out"
+    marker = f"IMDB_MLOPS_TEST_SCORE_{secrets.token_hex(4)}"
+    job = subprocess.Popen(
+        score_command(incoming, out, params_file),
+        cwd=project,
+        env=cli_env(**{marker: "1"}),
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 240
+    while not parts_of(out) and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(job.pid, signal.SIGINT)
+    interrupted = time.monotonic()
+    try:
+        _, stderr = job.communicate(timeout=30)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert time.monotonic() - interrupted < 15, "still running 15 s after Ctrl-C"
+    assert job.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1].startswith("interrupted:"), stderr
+    for _ in range(50):
+        if not processes_with_env(marker):
+            break
+        time.sleep(0.2)
+    assert processes_with_env(marker) == []
+    assert not (out / "drift.json").exists()
+    for part in (out / "predictions.parquet").iterdir():  # every part whole
+        assert part.name.startswith("part-") and len(pd.read_parquet(part)) > 0
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

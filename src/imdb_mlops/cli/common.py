@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 from collections.abc import Callable
 from datetime import UTC
@@ -43,6 +44,15 @@ def handles_errors(func: F) -> F:
         except PipelineError as exc:
             err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[bold red]interrupted:[/] stopped; outputs are as they were or complete", highlight=False)
+            raise typer.Exit(130) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            err.print(f"[bold red]error:[/] {where}no space left on the device", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 

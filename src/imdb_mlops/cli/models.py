@@ -186,10 +186,15 @@ def predict(
 
     items = list(texts or [])
     if file is not None:
+        source = "stdin" if str(file) == "-" else str(file)
         try:
-            content = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PipelineError(f"{file}: cannot read ({type(exc).__name__}: {exc})") from None
+            raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+            content = raw.decode("utf-8")
+        except OSError as exc:
+            raise PipelineError(f"{source}: cannot read ({exc.strerror or exc})") from None
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            raise PipelineError(f"{source}: not UTF-8 text (byte {exc.start}, line {line}: {exc.reason})") from None
         items += [line for line in content.splitlines() if line.strip()]
     if not items:
         raise PipelineError("predict: no texts (give them as arguments or with --file)")

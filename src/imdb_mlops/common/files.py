@@ -7,16 +7,19 @@ either old or new: the next run puts back a backup whose output is missing and d
 leftovers (backups and temporaries of processes that are gone). On an error the temporaries are
 removed and the previous outputs are left untouched.
 
-An existing path is replaced only when it is a previous output of the same kind: a file where a
-file is written; a folder with this owner's marker (``.imdb-mlops-output``, written into every
-output folder), an empty folder, or a folder whose entries are all entries of the new output (an
-output of an earlier version, or pulled by DVC, which ignores the marker: ``.dvcignore``).
-Anything else (``--out reports``, ``--report reports``, ``--out data``) is refused with one line.
+An existing path is replaced only when it is a previous output of the same command: a file that
+the command wrote or that its DVC stage declares (:mod:`~imdb_mlops.common.output_owners`); a
+folder with this owner's marker (``.imdb-mlops-output``, written into every output folder), an
+empty folder, or a folder whose entries are all entries of the new output (an output of an earlier
+version, or pulled by DVC, which ignores the marker: ``.dvcignore``). Anything else (``--out
+reports``, ``--report reports``, ``--report README.md``, ``--out data``, ``--out .``) is refused
+with one line; :func:`refuse_foreign_targets` says so before a stage starts its work.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -26,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from imdb_mlops.common.errors import PipelineError
+from imdb_mlops.common.output_owners import may_replace, record_owner
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 MARKER = ".imdb-mlops-output"  # in every output folder: {"owner": <command>, "output": <name>}
 
 
@@ -87,12 +92,36 @@ def check_replaceable(target: Path, new: Path, owner: str) -> None:
     if new.is_dir() != target.is_dir():
         kinds = ("a folder", "a file") if target.is_dir() else ("a file", "a folder")
         raise PipelineError(f"{what} ({kinds[0]} where {kinds[1]} is written); choose another path")
-    if target.is_file() or _owned_by(target, owner):
+    if target.is_file():
+        if not may_replace(target, owner):
+            raise PipelineError(f"{what} (a file it did not write); choose another path or remove it yourself")
+        return
+    if _owned_by(target, owner):
         return
     extra = sorted({p.name for p in target.iterdir()} - {p.name for p in new.iterdir()} - {MARKER})
     if extra:
         shown = ", ".join(extra[:4]) + (f" and {len(extra) - 4} more" if len(extra) > 4 else "")
         raise PipelineError(f"{what} (it holds {shown}); choose another path or remove it yourself")
+
+
+def refuse_foreign_targets(*targets: Path, owner: str) -> None:
+    """Before any work: a one-line PipelineError for a target that is the working folder (or above
+    it), not a plain file or folder, a file ``owner`` may not replace, or another command's folder.
+    (The last word is :func:`check_replaceable`'s, with the new output in hand.)"""
+    here = Path.cwd().resolve()
+    for target in targets:
+        resolved = target.resolve()
+        if not resolved.name or resolved == here or resolved in here.parents:
+            raise PipelineError(f"{target}: is the working folder or one above it; give an output path inside it")
+        if not target.exists() and not target.is_symlink():
+            continue
+        what = f"{target}: exists and is not an output of `imdb-mlops {owner}`"
+        if target.is_symlink() or not (target.is_dir() or target.is_file()):
+            raise PipelineError(f"{what} (not a plain file or folder); choose another path or remove it")
+        if target.is_file() and not may_replace(target, owner):
+            raise PipelineError(f"{what} (a file it did not write); choose another path or remove it yourself")
+        if target.is_dir() and (target / MARKER).exists() and not _owned_by(target, owner):
+            raise PipelineError(f"{what} (another command's output); choose another path")
 
 
 def _swap(tmp: Path, target: Path) -> None:
@@ -114,6 +143,7 @@ def atomic_outputs(*targets: Path, owner: str) -> Iterator[list[Path]]:
     ``owner`` is the command that writes them (``ingest``, ``score``, ...): output folders carry it
     in their marker, and a folder with another owner's marker is not replaced.
     """
+    refuse_foreign_targets(*targets, owner=owner)
     staged: list[Path] = []
     holders: list[Path] = []
     try:
@@ -132,7 +162,18 @@ def atomic_outputs(*targets: Path, owner: str) -> Iterator[list[Path]]:
         for tmp, target in zip(staged, targets, strict=True):
             check_replaceable(target, tmp, owner)  # every target checked before any is replaced
         for tmp, target in zip(staged, targets, strict=True):
+            is_file = tmp.is_file()
             _swap(tmp, target)
+            if is_file:
+                record_owner(target, owner)
+    except OSError as exc:
+        if exc.errno not in DISK_FULL and "No space left on device" not in str(exc):
+            raise
+        named = [t for h, t in zip(holders, targets, strict=False) if str(h) in str(exc.filename or exc)]
+        where = ", ".join(map(str, named or targets))
+        raise PipelineError(
+            f"{where}: no space left on the device while writing; the previous output is kept"
+        ) from None
     finally:
         for holder in holders:
             shutil.rmtree(holder, ignore_errors=True)

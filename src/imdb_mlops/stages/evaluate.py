@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from imdb_mlops.common.errors import PipelineError
-from imdb_mlops.common.files import atomic_outputs, write_json, write_jsonl
+from imdb_mlops.common.files import atomic_outputs, refuse_foreign_targets, write_json, write_jsonl
 from imdb_mlops.common.numbers import numeric_metrics
 from imdb_mlops.config import Params
 from imdb_mlops.data.splits import read_split
@@ -33,6 +33,16 @@ console = Console(stderr=True)
 
 def evaluate(params: Params, model_dir: Path, tokenized_dir: Path, raw_dir: Path, reports_dir: Path) -> dict[str, Any]:
     """Run the stage; returns the metrics written to ``reports_dir/metrics.json``."""
+    paths = {
+        "metrics": reports_dir / "metrics.json",
+        "errors": reports_dir / "errors.jsonl",
+        "confusion": reports_dir / "plots" / "confusion.json",
+        "roc": reports_dir / "plots" / "roc.json",
+        "pr": reports_dir / "plots" / "precision_recall.json",
+        "calibration": reports_dir / "plots" / "calibration.json",
+        "figures": reports_dir / "figures" / "evaluation",
+    }
+    refuse_foreign_targets(*paths.values(), owner="evaluate")
     from datasets import load_from_disk
 
     cfg = params.evaluate
@@ -54,15 +64,6 @@ def evaluate(params: Params, model_dir: Path, tokenized_dir: Path, raw_dir: Path
     curves = plot_data(probs, labels, cfg.calibration_bins)
 
     # --- write
-    paths = {
-        "metrics": reports_dir / "metrics.json",
-        "errors": reports_dir / "errors.jsonl",
-        "confusion": reports_dir / "plots" / "confusion.json",
-        "roc": reports_dir / "plots" / "roc.json",
-        "pr": reports_dir / "plots" / "precision_recall.json",
-        "calibration": reports_dir / "plots" / "calibration.json",
-        "figures": reports_dir / "figures" / "evaluation",
-    }
     with atomic_outputs(*paths.values(), owner="evaluate") as staged:
         tmp = dict(zip(paths, staged, strict=True))
         write_json(tmp["metrics"], metrics)

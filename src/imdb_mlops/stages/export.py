@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from imdb_mlops.common.errors import PipelineError
-from imdb_mlops.common.files import atomic_outputs, write_json
+from imdb_mlops.common.files import atomic_outputs, refuse_foreign_targets, write_json
 from imdb_mlops.common.labels import LABELS
 from imdb_mlops.common.numbers import numeric_metrics
 from imdb_mlops.config import ExportConfig, Params
@@ -56,6 +56,7 @@ def export(
 ) -> dict[str, Any]:
     """Run the stage: write the passing variants to ``out_dir`` and the report; with ``run_file``
     (``reports/train_run.json``), log the gate and latency figures into the training run."""
+    refuse_foreign_targets(out_dir, report_path, owner="export")
     from datasets import load_from_disk
 
     cfg = params.export

@@ -31,7 +31,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from imdb_mlops.common.errors import PipelineError
-from imdb_mlops.common.files import atomic_outputs, write_json, write_jsonl
+from imdb_mlops.common.files import atomic_outputs, refuse_foreign_targets, write_json, write_jsonl
 from imdb_mlops.common.labels import LABELS
 from imdb_mlops.common.numbers import numeric_metrics
 from imdb_mlops.config import GenerationConfig, Params
@@ -77,6 +77,7 @@ def generate(
     checkpoint_root: Path = CHECKPOINT_ROOT,
 ) -> dict[str, Any]:
     """Run the stage; returns the report written to ``report_path``."""
+    refuse_foreign_targets(out_dir, report_path, samples_path, owner="build-generator")
     import mlflow
     import transformers
 

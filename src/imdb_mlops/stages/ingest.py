@@ -29,7 +29,7 @@ from rich.table import Table
 from sklearn.model_selection import train_test_split
 
 from imdb_mlops.common.errors import PipelineError, first_line
-from imdb_mlops.common.files import atomic_outputs, write_json
+from imdb_mlops.common.files import atomic_outputs, refuse_foreign_targets, write_json
 from imdb_mlops.config import DataConfig, Params
 from imdb_mlops.data.sampling import stratified_sample
 from imdb_mlops.data.sources import BR_TAG, read_source
@@ -47,6 +47,7 @@ class IngestResult:
 
 def ingest(params: Params, out_dir: Path, report_path: Path) -> dict[str, Any]:
     """Run the stage: read ``params.data.source``, write ``out_dir/{split}.parquet`` and the report."""
+    refuse_foreign_targets(out_dir, report_path, owner="ingest")
     fmt, frames = read_source(params.data, params.hub)
     result = prepare_splits(frames, params.data, params.seed)
     result.report["source"] = {"uri": params.data.source, "format": fmt, "digest": _digest(frames)}

@@ -25,7 +25,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from imdb_mlops.common.files import atomic_outputs, read_json, write_json
+from imdb_mlops.common.files import atomic_outputs, read_json, refuse_foreign_targets, write_json
 from imdb_mlops.config import Params
 from imdb_mlops.modeling.runtimes import TORCH_VARIANTS
 from imdb_mlops.registry.lineage import lineage_tags
@@ -70,6 +70,7 @@ def register(
     data_report_path: Path = Path("reports/data.json"),
 ) -> dict[str, Any]:
     """Run the stage; returns (and writes to ``report_path``) the version and the gate decision."""
+    refuse_foreign_targets(report_path, owner="register")
     from mlflow import MlflowClient
 
     cfg = params.registry

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from imdb_mlops.common.errors import PipelineError, first_line
-from imdb_mlops.common.files import atomic_outputs, write_json
+from imdb_mlops.common.files import atomic_outputs, refuse_foreign_targets, write_json
 from imdb_mlops.common.hub import short_name
 from imdb_mlops.config import Params, TokenizeConfig
 from imdb_mlops.data.splits import SPLITS, split_path
@@ -38,6 +38,7 @@ console = Console(stderr=True)
 
 def tokenize(params: Params, raw_dir: Path, out_dir: Path, report_path: Path) -> dict[str, Any]:
     """Run the stage: tokenize ``raw_dir/{split}.parquet`` into ``out_dir`` and write the report."""
+    refuse_foreign_targets(out_dir, report_path, owner="tokenize")
     cfg = params.tokenize
     tokenizer = load_tokenizer(params.model.name, params.hub)
     model_limit = getattr(tokenizer, "model_max_length", None) or 10**9

@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from imdb_mlops.common.errors import PipelineError
-from imdb_mlops.common.files import atomic_outputs, read_json, write_json
+from imdb_mlops.common.files import atomic_outputs, read_json, refuse_foreign_targets, write_json
 from imdb_mlops.config import Params
 from imdb_mlops.modeling.capabilities import capability_tags, choose_precision
 from imdb_mlops.modeling.classifier import load_pretrained_classifier
@@ -118,6 +118,7 @@ def train(
 
     cfg = params.train
     outputs = TrainOutputs(model_dir, reports_dir)
+    refuse_foreign_targets(*outputs.paths(), owner="train")
     # --- read
     tokenizer, model_source = load_tokenizer_checked(params, tokenized_dir)
     tokenized = load_from_disk(str(tokenized_dir))

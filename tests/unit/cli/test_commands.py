@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -84,6 +85,53 @@ def test_output_options_never_replace_what_the_stage_did_not_make(tmp_path, args
         "" if "--report" in args else " or remove it yourself"
     ), proc.stderr
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing touched, no leftovers
+
+
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (["--report", "README.md"], "README.md: exists and is not an output of `imdb-mlops ingest` (a file it did not"),
+        (["--report", "params.yaml"], "params.yaml: exists and is not an output of `imdb-mlops ingest` (a file it"),
+        (["--out", "."], ".: is the working folder or one above it; give an output path inside it"),
+        (["--out", ".."], "..: is the working folder or one above it; give an output path inside it"),
+    ],
+)
+def test_an_output_option_on_a_file_or_folder_it_did_not_write_is_refused_before_any_work(tmp_path, args, text):
+    make_reviews(60).to_csv(tmp_path / "reviews.csv", index=False)
+    params_file(tmp_path, data={"source": "reviews.csv"})
+    (tmp_path / "README.md").write_text("# my project\n")
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    proc = run_cli("ingest", *args, cwd=tmp_path)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(f"error: {text}"), proc.stderr
+    assert {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_a_report_the_command_wrote_is_replaced_on_the_next_run(tmp_path):
+    make_reviews(60).to_csv(tmp_path / "reviews.csv", index=False)
+    params_file(tmp_path, data={"source": "reviews.csv"})
+    for _ in range(2):
+        proc = run_cli("ingest", "--report", "ingest-report.json", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_predict_refuses_stdin_that_is_not_utf8_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from helpers import cli_env
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "imdb_mlops", "predict", "--file", "-"],
+        input=b"a fine film\ncaf\xe9 cr\xe8me\n",
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.decode().strip() == (
+        "error: stdin: not UTF-8 text (byte 15, line 2: invalid continuation byte)"
+    ), proc.stderr
 
 
 def test_ingest_then_tokenize_from_the_cli(tmp_path, minilm_path):
@@ -194,3 +242,42 @@ def test_exp_run_rejects_bad_overrides_before_running_dvc(tmp_path, args, text):
     proc = run_cli("exp-run", *args, cwd=tmp_path)
     assert proc.returncode == 2
     assert text in proc.stderr and "dvc exp run" not in proc.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB tmpfs (needs root and a kernel that lets this process mount; skipped elsewhere)."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_is_one_line_naming_the_output_and_the_previous_output_is_kept(small_disk):
+    make_reviews(200).to_csv(small_disk / "reviews.csv", index=False)
+    params_file(small_disk, data={"source": "reviews.csv"})
+    assert run_cli("ingest", cwd=small_disk).returncode == 0
+    before = {p.relative_to(small_disk): p.read_bytes() for p in small_disk.rglob("*") if p.is_file()}
+    params_file(small_disk, data={"source": "reviews.csv"}, seed=7)  # new content: the outputs are rewritten
+    filler = small_disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:  # fill the disk to its last block
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    proc = run_cli("ingest", cwd=small_disk)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "no space left on the device" in proc.stderr and "data/raw" in proc.stderr, proc.stderr
+    filler.unlink()
+    after = {p.relative_to(small_disk): p.read_bytes() for p in small_disk.rglob("*") if p.is_file()}
+    assert {k: v for k, v in after.items() if k.name != "params.yaml"} == {
+        k: v for k, v in before.items() if k.name != "params.yaml"
+    }  # the previous outputs, whole; no temporaries left

@@ -5,11 +5,13 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.common.files import MARKER, atomic_outputs, recover
+from imdb_mlops.common.output_owners import MANIFEST
 
 
 def write_outputs(root, text, owner="ingest"):
@@ -42,7 +44,8 @@ def test_outputs_appear_together_with_the_owner_marker(tmp_path):
         assert not (tmp_path / "out").exists()
     assert (tmp_path / "out" / "a.txt").read_text() == "a" and (tmp_path / "report.json").exists()
     assert json.loads((tmp_path / "out" / MARKER).read_text()) == {"owner": "ingest", "output": "out"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "report.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST, "out", "report.json"]
+    assert json.loads((tmp_path / MANIFEST).read_text()) == {"files": {"report.json": "ingest"}}
 
 
 def test_failure_keeps_previous_outputs_and_leaves_no_temporaries(tmp_path):
@@ -83,9 +86,9 @@ def test_a_previous_output_of_the_same_kind_is_replaced(tmp_path):
         # ingest --report reports: a folder where a file is written
         (lambda p: (p / "report.json").mkdir(), "a folder where a file is written"),
         # --out pointing at a file
-        (lambda p: (p / "out").write_text("mine"), "a file where a folder is written"),
+        (lambda p: (p / "out").write_text("mine"), "a file it did not write"),
         # another command's output folder
-        (lambda p: write_outputs(p, "theirs", owner="train"), "it holds"),
+        (lambda p: write_outputs(p, "theirs", owner="train"), "another command's output"),
     ],
 )
 def test_anything_else_is_refused_and_left_as_it_was(tmp_path, make, message):
@@ -97,6 +100,59 @@ def test_anything_else_is_refused_and_left_as_it_was(tmp_path, make, message):
     with pytest.raises(PipelineError, match=f"exists and is not an output of `imdb-mlops ingest` .*{message}"):
         write_outputs(tmp_path, "new")
     assert sorted((p.relative_to(tmp_path), p.is_dir()) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: (p / "report.json").write_text("# my notes"), "a file it did not write"),  # --report README.md
+        (lambda p: write_outputs(p, "theirs", owner="train"), "a file it did not write"),  # another command's report
+    ],
+)
+def test_a_file_the_command_did_not_write_is_refused_before_any_work(tmp_path, monkeypatch, make, message):
+    monkeypatch.chdir(tmp_path)
+    make(tmp_path)
+    before = (tmp_path / "report.json").read_text()
+    entered = []
+    with (
+        pytest.raises(
+            PipelineError, match=f"report.json: exists and is not an output of `imdb-mlops ingest` .{message}"
+        ),
+        atomic_outputs(tmp_path / "report.json", owner="ingest"),
+    ):
+        entered.append(True)
+    assert entered == [] and (tmp_path / "report.json").read_text() == before
+
+
+def test_a_file_its_dvc_stage_declares_is_replaced_though_no_manifest_names_it(tmp_path, monkeypatch):
+    """What ``dvc pull`` or ``dvc checkout`` puts back carries no manifest entry."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  ingest:\n    cmd: imdb-mlops ingest --report reports/data.json\n"
+        "    metrics:\n      - reports/data.json:\n          cache: false\n"
+        "  train:\n    cmd: imdb-mlops train\n    outs:\n      - reports/train.json\n"
+    )
+    (tmp_path / "reports").mkdir()
+    for name in ("data.json", "train.json"):
+        (tmp_path / "reports" / name).write_text("{}")
+    with atomic_outputs(Path("reports/data.json"), owner="ingest") as (report,):
+        report.write_text('{"new": 1}')
+    assert json.loads((tmp_path / "reports" / "data.json").read_text()) == {"new": 1}
+    with (
+        pytest.raises(PipelineError, match="a file it did not write"),
+        atomic_outputs(Path("reports/train.json"), owner="ingest"),
+    ):
+        pass  # declared, but by the train stage
+
+
+@pytest.mark.parametrize("target", [".", "..", ""])
+def test_the_working_folder_or_above_is_refused_as_an_output(tmp_path, monkeypatch, target):
+    monkeypatch.chdir(tmp_path)
+    with (
+        pytest.raises(PipelineError, match="is the working folder or one above it"),
+        atomic_outputs(Path(target), owner="ingest"),
+    ):
+        pass
 
 
 KILLER = textwrap.dedent(
@@ -134,7 +190,7 @@ def test_a_kill_inside_the_replace_leaves_old_or_new_and_the_next_run_recovers(t
         recover(target)  # what the next run does first
     folder, report = state(root)
     assert folder in ("old", "new") and report in ("old", "new"), (folder, report)
-    assert sorted(p.name for p in root.iterdir()) == ["out", "report.json"]  # no backups or temporaries left
+    assert sorted(p.name for p in root.iterdir()) == [MANIFEST, "out", "report.json"]  # no backups, temporaries
     write_outputs(root, "again")
     assert state(root) == ("again", "again")
 

@@ -114,7 +114,7 @@ def test_a_move_the_cli_recorded_is_not_recorded_again(registry, prefect_down):
         "null-alias",
         "no-such-version",
         "tampered-body",
-    ],  # fmt: skip
+    ],
 )
 def test_bad_deliveries_are_refused_and_record_nothing(registry, request_kwargs, status, reason, caplog):
     app = TestClient(create_app(ChampionEvents(registry, MODEL), SECRET))

@@ -9,6 +9,7 @@ import pytest
 
 from helpers import make_reviews
 from imdb_mlops.common.errors import PipelineError
+from imdb_mlops.common.output_owners import MANIFEST
 from imdb_mlops.config import DataConfig, MaxSamplesConfig, Params
 from imdb_mlops.data.splits import SPLITS
 from imdb_mlops.stages.ingest import ingest, prepare_splits
@@ -158,7 +159,7 @@ def test_failed_stage_leaves_previous_outputs_untouched(tmp_path, hub_layout):
     with pytest.raises(PipelineError):
         ingest(Params(data=DataConfig(source=str(hub_layout))), out, report)
     assert ({p.name: p.read_bytes() for p in out.iterdir()}, report.read_text()) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.json", "imdb", "raw"]  # no temporaries left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST, "data.json", "imdb", "raw"]  # no temporaries
 
 
 @pytest.mark.slow
@@ -202,5 +203,5 @@ def test_ingest_killed_inside_its_swap_keeps_old_or_new_outputs_and_the_rerun_co
     assert json.loads((tmp_path / "reports" / "data.json").read_text())["rows_read"] == {"all": 120}
     assert json.loads(old_report)["rows_read"] == {"all": 80}
     leftovers = [p.name for p in (tmp_path / "data").iterdir() if p.name.startswith(".")]
-    leftovers += [p.name for p in (tmp_path / "reports").iterdir() if p.name.startswith(".")]
+    leftovers += [p.name for p in (tmp_path / "reports").iterdir() if p.name.startswith(".") and p.name != MANIFEST]
     assert leftovers == []
