@@ -92,15 +92,25 @@ def registry_history(
 ) -> None:
     """Every move of alias champion: when, to which version, from where (register stage, CLI,
     rollback, MLflow UI/REST through the webhook receiver)."""
-    from imdb_mlops.registry.aliases import current_champion
-    from imdb_mlops.registry.history import history_entries
+    from imdb_mlops.registry.history import HISTORY_TAG, parse_history
+    from imdb_mlops.registry.store_snapshot import read_snapshot
+    from imdb_mlops.registry.tracking import tracking_uri
+    from imdb_mlops.registry.versions import CHAMPION
 
-    client, model = _registry(params, name)
-    entries = history_entries(client, model)
+    model = name or load_params(params).registry.model_name
+    snapshot = read_snapshot(tracking_uri(), model)  # a SQLite store read directly: no MLflow start-up
+    if snapshot is not None:
+        entries, champion = parse_history(snapshot.tags.get(HISTORY_TAG)), snapshot.aliases.get(CHAMPION)
+    else:
+        from imdb_mlops.registry.aliases import current_champion
+        from imdb_mlops.registry.history import history_entries
+
+        client, model = _registry(params, name)
+        entries, champion = history_entries(client, model), current_champion(client, model)
     if as_json:
         typer.echo(json.dumps([entry.model_dump() for entry in entries], indent=2))
         return
-    table = Table(title=f"{model}: champion history (now {current_champion(client, model) or 'none'})")
+    table = Table(title=f"{model}: champion history (now {champion or 'none'})")
     for column in ("at (UTC)", "action", "version", "previous", "source", "reason", "Prefect event"):
         table.add_column(column, justify="right" if column in ("version", "previous") else "left")
     for entry in entries:

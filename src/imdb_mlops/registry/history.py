@@ -55,7 +55,11 @@ def now_utc() -> str:
 
 def history_entries(client: Any, name: str) -> list[HistoryEntry]:
     """Every recorded move, oldest first (unreadable tags read as no history)."""
-    raw = registered_model(client, name).tags.get(HISTORY_TAG)
+    return parse_history(registered_model(client, name).tags.get(HISTORY_TAG))
+
+
+def parse_history(raw: str | None) -> list[HistoryEntry]:
+    """The entries of a history tag's value (unreadable values read as no history)."""
     try:
         items = json.loads(raw) if raw else []
     except json.JSONDecodeError:
