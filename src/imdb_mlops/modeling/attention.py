@@ -45,6 +45,7 @@ from typing import Any
 import torch
 
 from imdb_mlops.common.errors import PipelineError
+from imdb_mlops.modeling.pretrained import require_safetensors
 
 
 def scaled_dot_product_attention(
@@ -348,7 +349,10 @@ def check_checkpoint(model_dir: Any, text: str) -> list[dict[str, Any]]:
         )
     classifier = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
     loader = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
-    model = loader.from_pretrained(str(folder), attn_implementation="eager", trust_remote_code=False)
+    require_safetensors(folder, str(folder), "--model")
+    model = loader.from_pretrained(
+        str(folder), attn_implementation="eager", trust_remote_code=False, use_safetensors=True
+    )
     tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
     limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 512)
     batch = tokenizer([text], return_tensors="pt", truncation=True, max_length=limit)

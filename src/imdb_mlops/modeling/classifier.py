@@ -11,7 +11,7 @@ from rich.console import Console
 
 from imdb_mlops.common.errors import PipelineError, first_line
 from imdb_mlops.common.labels import LABELS
-from imdb_mlops.modeling.pretrained import checkpoint_config
+from imdb_mlops.modeling.pretrained import checkpoint_config, require_safetensors
 
 KEY = "model.name"
 console = Console(stderr=True)
@@ -37,7 +37,10 @@ def load_pretrained_classifier(source: str, name: str, vocab_size: int, attentio
     config.id2label = dict(enumerate(LABELS))
     config.label2id = {label: i for i, label in enumerate(LABELS)}
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(source, config=config, trust_remote_code=False)
+        require_safetensors(source, name, "model.name")
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source, config=config, trust_remote_code=False, use_safetensors=True
+        )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise PipelineError(
             f"model.name: '{name}' cannot be loaded as a sequence classifier: {first_line(exc)}"
@@ -58,10 +61,12 @@ def load_trained_classifier(model_dir: Path, attn_implementation: str | None = N
 
     if not (model_dir / "config.json").exists():
         raise PipelineError(f"{model_dir}: no trained model (config.json missing); run the train stage first")
+    require_safetensors(model_dir, str(model_dir), "model")
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             str(model_dir),
             trust_remote_code=False,
+            use_safetensors=True,
             **({"attn_implementation": attn_implementation} if attn_implementation else {}),
         )
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)

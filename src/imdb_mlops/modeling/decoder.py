@@ -31,7 +31,13 @@ from imdb_mlops.modeling.finetuning import (
     split_history,
 )
 from imdb_mlops.modeling.gguf import check_gguf, find_gguf, load_gguf
-from imdb_mlops.modeling.pretrained import checkpoint_config, resolve_pretrained, tokenizer_from, unpadded_backend
+from imdb_mlops.modeling.pretrained import (
+    checkpoint_config,
+    require_safetensors,
+    resolve_pretrained,
+    tokenizer_from,
+    unpadded_backend,
+)
 from imdb_mlops.modeling.textgen import CONTROL_CODES, add_control_codes, context_length
 
 KEY = "generation.model"
@@ -73,8 +79,11 @@ def pretrained_generator(cfg: GenerationConfig, params: Params) -> tuple[Any, An
             raise PipelineError(
                 f"{KEY}: '{name}' is a {config.model_type} model; a decoder-only causal LM (e.g. gpt2) is needed"
             )
+        require_safetensors(source, name, KEY)
         try:
-            model = AutoModelForCausalLM.from_pretrained(source, config=config, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(
+                source, config=config, trust_remote_code=False, use_safetensors=True
+            )
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise PipelineError(f"{KEY}: '{name}' cannot be loaded as a causal LM: {first_line(exc)}") from None
     if tokenizer.eos_token is None:

@@ -25,7 +25,7 @@ from imdb_mlops.common.errors import PipelineError, first_line
 from imdb_mlops.common.labels import LABELS
 from imdb_mlops.config import TokenizeConfig
 from imdb_mlops.modeling.attention import check_index, n_heads, n_layers
-from imdb_mlops.modeling.pretrained import checkpoint_config, unpadded_backend
+from imdb_mlops.modeling.pretrained import checkpoint_config, require_safetensors, unpadded_backend
 from imdb_mlops.modeling.truncation import cut, head_tokens, special_token_layout
 from imdb_mlops.reporting import figures
 
@@ -76,9 +76,10 @@ def load_explainable(model_dir: Path) -> tuple[Any, Any]:
         raise PipelineError(
             f"--model: '{model_dir}' is not a trained classifier (architectures: {', '.join(config.architectures or ['none'])})"
         )
+    require_safetensors(model_dir, str(model_dir), "--model")
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            str(model_dir), config=config, attn_implementation="eager", trust_remote_code=False
+            str(model_dir), config=config, attn_implementation="eager", trust_remote_code=False, use_safetensors=True
         )
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
     except (OSError, ValueError, KeyError) as exc:

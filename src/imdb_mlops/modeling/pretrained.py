@@ -38,6 +38,24 @@ def resolve_pretrained(name: str, hub: HubConfig, key: str = "model.name") -> st
     return str(path)
 
 
+PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def require_safetensors(source: str | Path, name: str, key: str) -> None:
+    """A one-line refusal, before anything is loaded, of a checkpoint folder whose weights are
+    pickled only (``pytorch_model.bin``...): loading a pickle can run code; this pipeline loads
+    safetensors. (Hub ids are loaded with ``use_safetensors=True``, which refuses them there.)"""
+    folder = Path(source)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for pattern in PICKLED_WEIGHTS for p in folder.glob(pattern))
+    if pickled:
+        raise PipelineError(
+            f"{key}: '{name}' holds only pickled weights ({', '.join(pickled[:3])}); this pipeline loads "
+            "safetensors only: convert it (model.save_pretrained(folder) writes model.safetensors)"
+        )
+
+
 def load_tokenizer(name: str, hub: HubConfig, key: str = "model.name") -> Any:
     """A fast tokenizer for ``name``; a clear error when the folder has none."""
     return tokenizer_from(resolve_pretrained(name, hub, key), name, key)

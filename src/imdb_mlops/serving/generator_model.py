@@ -39,7 +39,8 @@ class GeneratorModel(PythonModel):
         self.settings = json.loads((folder / "generation_settings.json").read_text())
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = AutoModelForCausalLM.from_pretrained(str(folder), trust_remote_code=False).to(device).eval()
+        model = AutoModelForCausalLM.from_pretrained(str(folder), trust_remote_code=False, use_safetensors=True)
+        self.model = model.to(device).eval()
 
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         from pydantic import ValidationError

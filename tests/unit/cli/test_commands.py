@@ -281,3 +281,33 @@ def test_a_full_disk_is_one_line_naming_the_output_and_the_previous_output_is_ke
     assert {k: v for k, v in after.items() if k.name != "params.yaml"} == {
         k: v for k, v in before.items() if k.name != "params.yaml"
     }  # the previous outputs, whole; no temporaries left
+
+
+@pytest.fixture(scope="module")
+def pickled_checkpoint(tmp_path_factory, minilm_path):
+    """A tiny classifier whose only weights are a pickled ``pytorch_model.bin``."""
+    import torch
+
+    from helpers import save_tiny_distilbert
+
+    folder = save_tiny_distilbert(tmp_path_factory.mktemp("pickled") / "ckpt", minilm_path, classifier_labels=2)
+    weights = folder / "model.safetensors"
+    from safetensors.torch import load_file
+
+    torch.save(load_file(weights), folder / "pytorch_model.bin")
+    weights.unlink()
+    return folder
+
+
+def test_a_checkpoint_with_only_pickled_weights_is_refused_up_front(tmp_path, pickled_checkpoint):
+    proc = run_cli("attention-check", "a fine film", "--model", str(pickled_checkpoint), cwd=tmp_path)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "holds only pickled weights (pytorch_model.bin); this pipeline loads safetensors only" in proc.stderr
+
+
+def test_training_from_a_pickled_checkpoint_is_refused_in_one_line(pickled_checkpoint):
+    from imdb_mlops.common.errors import PipelineError
+    from imdb_mlops.modeling.classifier import load_pretrained_classifier
+
+    with pytest.raises(PipelineError, match=r"model.name: '.*' holds only pickled weights \(pytorch_model.bin\)"):
+        load_pretrained_classifier(str(pickled_checkpoint), str(pickled_checkpoint), vocab_size=10)
