@@ -210,3 +210,39 @@ def test_a_receiver_bound_beyond_loopback_warns(host, warned, caplog):
 
     warn_if_exposed(host, "the receiver")
     assert ("reachable from other machines" in caplog.text) is warned
+
+
+@pytest.mark.parametrize("stop_signal", ["SIGTERM", "SIGINT"])
+def test_the_receiver_command_stops_on_a_signal_and_frees_its_port(registry, tmp_path, stop_signal):
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import requests
+
+    from helpers import REPO_ROOT, cli_env
+
+    (tmp_path / "params.yaml").write_text((REPO_ROOT / "params.yaml").read_text())
+    port = free_port()
+    env = cli_env(MLFLOW_TRACKING_URI=registry.tracking_uri, IMDB_MLOPS_WEBHOOK_SECRET=SECRET)
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "imdb_mlops", "webhooks", "serve", "--port", str(port), "--host", "0.0.0.0"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.2)
+        receiver.send_signal(getattr(signal, stop_signal))
+        _, stderr = receiver.communicate(timeout=15)
+    finally:
+        if receiver.poll() is None:
+            receiver.kill()
+    assert "listening on 0.0.0.0" in stderr and "reachable from other machines" in stderr
+    with socket.socket() as sock:  # the port is free again: nothing left holding it
+        sock.bind(("0.0.0.0", port))
