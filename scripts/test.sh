@@ -8,6 +8,9 @@ export DO_NOT_TRACK=1 DVC_NO_ANALYTICS=1 HF_HUB_DISABLE_TELEMETRY=1
 # Style first: a lint or format failure fails the run (and CI) before any test starts.
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+# The documentation site (docs/, mkdocs.yml) in strict mode: a broken link or anchor, or a page left
+# out of the nav, fails the run.
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
 # Two worker processes by default (PYTEST_WORKERS=0 runs serially); each module with expensive
 # module-scoped fixtures is pinned to one worker (pytest.mark.xdist_group).
 WORKERS=${PYTEST_WORKERS:-2}
