@@ -99,7 +99,7 @@ def main() -> None:
             reviews[["text"]].to_parquet(tmp / "incoming" / "new.parquet")
             os.environ.pop("MLFLOW_TRACKING_URI", None)
             params = load_params(project / "params.yaml")
-            connect(params, project)
+            connect(params.tracking, project)
 
             def direct() -> None:
                 pyfunc = load_pyfunc(f"models:/{params.registry.model_name}@champion")

@@ -94,7 +94,7 @@ def main() -> None:
           f"threads: {torch.get_num_threads()}", flush=True)  # fmt: skip
     params = load_params(REPO / "params.yaml")
     cfg = params.generation.model_copy(update={"model": args.model})
-    model, tokenizer = load_generator(cfg, params, [])
+    model, tokenizer = load_generator(cfg, params.hub, params.seed, [])
     texts, sentiments = review_texts(args.imdb, args.batch * (args.steps + 1))
     sequences = lm_sequences(tokenizer, texts, sentiments, args.block, "tail")
 

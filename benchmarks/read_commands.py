@@ -31,7 +31,7 @@ from imdb_mlops.config import load_params
 from imdb_mlops.registry.history import history_entries
 from imdb_mlops.registry.versions import connect
 import json
-print(json.dumps([e.model_dump() for e in history_entries(connect(load_params()), "imdb-sentiment")]))
+print(json.dumps([e.model_dump() for e in history_entries(connect(load_params().tracking), "imdb-sentiment")]))
 """
 
 

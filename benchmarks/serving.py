@@ -66,7 +66,7 @@ def served_model(args: argparse.Namespace, tmp: Path) -> Any:
     params = load_params(REPO / "params.yaml")
     params = params.model_copy(update={"tokenize": params.tokenize.model_copy(update={"max_length": args.max_length})})
     report = json.loads(args.onnx_report.read_text()) if args.onnx_report.exists() else {}
-    settings = classifier_settings(params, args.onnx_dir, report)
+    settings = classifier_settings(params.registry, params.tokenize, args.onnx_dir, report)
     settings_path = tmp / "serving_config.json"
     settings_path.write_text(json.dumps(settings))
     mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")

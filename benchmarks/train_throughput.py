@@ -52,7 +52,7 @@ def worker(mode: str, args: argparse.Namespace, workdir: Path) -> dict[str, floa
     data = load_from_disk("data/tokenized")
     train_set = data["train"].select_columns(["input_ids", "label"])
     eval_set = data["validation"].select_columns(["input_ids", "label"])
-    training_args = classifier_arguments(params, Path("bare-checkpoints"), "fp32")
+    training_args = classifier_arguments(params.train, params.seed, Path("bare-checkpoints"), "fp32")
     training_args.report_to = []
     if mode == "pad512":
         pad = tokenizer.pad_token_id
@@ -113,7 +113,7 @@ def prepare(args: argparse.Namespace, workdir: Path) -> None:
     tokenize(params, Path("data/raw"), Path("data/tokenized"), Path("reports/tokenize.json"))
     # An existing store, as after a project's first run (creating the tables takes seconds).
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'mlflow.db'}"
-    setup_mlflow(params)
+    setup_mlflow(params.tracking)
 
 
 def main() -> None:

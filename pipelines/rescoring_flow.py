@@ -36,7 +36,9 @@ ARTIFACT_KEY = "imdb-champion-comparison"
 def rescore(batch_dir: str, previous: str, new: str, out_dir: str, project_dir: str) -> dict[str, Any]:
     root = Path(project_dir).resolve()
     params = load_params(root / "params.yaml")
-    return compare_champions(params, Path(batch_dir), previous, new, Path(out_dir), project_dir=root)
+    return compare_champions(
+        params.registry, params.tracking, Path(batch_dir), previous, new, Path(out_dir), project_dir=root
+    )
 
 
 @flow(name="imdb-rescoring", validate_parameters=True)

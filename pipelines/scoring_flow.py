@@ -23,7 +23,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from imdb_mlops.config import load_params
-from imdb_mlops.scoring.batch import score
+from imdb_mlops.stages.score import score
 
 
 @task(task_run_name="score {input_path}", retries=1, retry_delay_seconds=10)

@@ -168,7 +168,7 @@ def test_a_better_challenger_takes_champion(world, registered, client):
     run_id = json.loads((paths["reports"] / "train_run.json").read_text())["run_id"]
     tags = version.tags
     assert tags["training_run_id"] == run_id and tags["gate.action"] == "promoted"
-    assert tags["params_digest"] == params_digest(world["strong"])
+    assert tags["params_digest"] == params_digest(world["strong"].model_dump())
     assert float(tags["test.accuracy"]) >= 0.9 and float(tags["variant.fp32.agreement"]) == 1.0
     assert tags["git.commit"] and tags["serving.variant"] == "auto" and "fp32" in tags["variants.shipped"].split(",")
     assert "accuracy" in version.description
@@ -340,7 +340,7 @@ def test_a_registration_cut_short_before_its_gate_is_finished_by_the_rerun(world
     onnx_report = json.loads((paths["reports"] / "onnx.json").read_text())
     metrics = json.loads((paths["reports"] / "metrics.json").read_text())
     ensure_registered_model(client, "imdb-sentiment-interrupted", "test")
-    settings = classifier_settings(params, paths["onnx"], onnx_report)
+    settings = classifier_settings(params.registry, params.tokenize, paths["onnx"], onnx_report)
     log_version(params, client, run_id, (paths["onnx"], paths["model"]), settings, (metrics, onnx_report), root)
     assert "gate.action" not in client.get_model_version("imdb-sentiment-interrupted", "1").tags
     report = register_candidate(root, params, paths, "register-interrupted.json")

@@ -12,7 +12,7 @@ import pytest
 from helpers import make_reviews
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.config import load_params
-from imdb_mlops.scoring.batch import score
+from imdb_mlops.stages.score import score
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="flow")]
 

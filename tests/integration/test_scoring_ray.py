@@ -22,9 +22,9 @@ from helpers import cli_env, make_reviews, processes_with_env
 from imdb_mlops.config import load_params
 from imdb_mlops.registry.predict import predict_chunked
 from imdb_mlops.registry.versions import load_pyfunc
-from imdb_mlops.scoring.batch import score
 from imdb_mlops.scoring.inputs import read_new_reviews
 from imdb_mlops.scoring.streaming import part_aggregates
+from imdb_mlops.stages.score import score
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="flow")]
 ROWS_PER_PART = 50

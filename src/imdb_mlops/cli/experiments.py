@@ -97,7 +97,7 @@ def reproduce(
     loaded = load_params(params)
     model = name or loaded.registry.model_name
     repo = Path.cwd()
-    recipe = plan(connect(loaded), model, version, repo, strict)
+    recipe = plan(connect(loaded.tracking), model, version, repo, strict)
     for warning in recipe.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     source = (

@@ -52,7 +52,7 @@ def write_reviews(
 
     require_sentiment(sentiment)
     loaded = load_params(params)
-    connect(loaded)
+    connect(loaded.tracking)
     uri = resolve_model_uri(model, loaded.generation.registered_model)
     overrides = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
     request_params = {k: v for k, v in overrides.items() if v is not None}
@@ -105,7 +105,7 @@ def explain(
 
     loaded = load_params(params)
     with tempfile.TemporaryDirectory(prefix="explain-") as tmp:
-        model_dir, source = resolve_checkpoint(loaded, model, Path(tmp))
+        model_dir, source = resolve_checkpoint(loaded.registry, loaded.tracking, model, Path(tmp))
         report = run(model_dir, text, loaded.tokenize, out, layer, head, per_head, top)
     report["model"] = source
     if as_json:
@@ -202,7 +202,7 @@ def predict(
     if empty:
         raise PipelineError(f"predict: text {empty[0]} is empty; a review needs words to be classified")
     loaded = load_params(params)
-    connect(loaded)
+    connect(loaded.tracking)
     uri = resolve_model_uri(model, loaded.registry.model_name)
     frame, choice = predict_texts(uri, items, loaded.registry.max_texts_per_request)
     rows = frame.to_dict("records")
@@ -241,7 +241,7 @@ def score(
 ) -> None:
     """Score new reviews with a registered model on Ray Data and report drift against the training
     data. Parts are written as they are scored; a rerun scores only what is missing."""
-    from imdb_mlops.scoring.batch import score as run
+    from imdb_mlops.stages.score import score as run
 
     run(load_params(params), input_path, out, model, raw, ray_address=ray_address)
 
@@ -266,7 +266,7 @@ def serve(
     from imdb_mlops.serving.server import SETTINGS_ENV, available_memory, serve_settings, uvicorn_command, worker_count
 
     loaded = load_params(params)
-    client = connect(loaded)
+    client = connect(loaded.tracking)
     uri = resolve_model_uri(model, loaded.registry.model_name)
     version_of_uri(client, uri, loaded.registry.model_name)  # `-m 99`: one line naming what exists
     count = worker_count(workers or loaded.serving.workers, os.cpu_count() or 1, available_memory())

@@ -27,7 +27,7 @@ def _registry(params: Path, name: str | None) -> tuple[Any, str]:
     from imdb_mlops.registry.versions import connect
 
     loaded = load_params(params)
-    return connect(loaded), name or loaded.registry.model_name
+    return connect(loaded.tracking), name or loaded.registry.model_name
 
 
 @registry_app.command("versions")

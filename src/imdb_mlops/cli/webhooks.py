@@ -43,7 +43,7 @@ def webhooks_serve(
 
     secret = _secret()
     loaded = load_params(params)
-    client = connect(loaded)
+    client = connect(loaded.tracking)
     serve_receiver(ChampionEvents(client, name or loaded.registry.model_name), secret, host, port)
 
 
@@ -66,7 +66,7 @@ def webhooks_register(
     check_webhook_url(url, allow_remote)
     secret = _secret()
     loaded = load_params(params)
-    client = connect(loaded)
+    client = connect(loaded.tracking)
     if not str(client.tracking_uri).startswith(("http://", "https://")):
         raise PipelineError(
             f"{client.tracking_uri}: webhooks are sent by a tracking server, not by a store this command opens "

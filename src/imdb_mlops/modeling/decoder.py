@@ -20,7 +20,7 @@ from rich.console import Console
 from imdb_mlops.common.errors import PipelineError, first_line
 from imdb_mlops.common.hub import local_path
 from imdb_mlops.common.labels import LABELS
-from imdb_mlops.config import GenerationConfig, GeneratorFinetuneConfig, Params
+from imdb_mlops.config import GenerationConfig, GeneratorFinetuneConfig, HubConfig
 from imdb_mlops.data.sampling import sample_texts
 from imdb_mlops.modeling.capabilities import autocast, choose_precision
 from imdb_mlops.modeling.finetuning import (
@@ -44,18 +44,18 @@ KEY = "generation.model"
 console = Console(stderr=True)
 
 
-def load_generator(cfg: GenerationConfig, params: Params, train_texts: list[str]) -> tuple[Any, Any]:
+def load_generator(cfg: GenerationConfig, hub: HubConfig, seed: int, train_texts: list[str]) -> tuple[Any, Any]:
     """The causal LM and its tokenizer, with the control codes added."""
     if cfg.model == "scratch":
-        model, tokenizer = scratch_generator(cfg, train_texts, params.seed)
+        model, tokenizer = scratch_generator(cfg, train_texts, seed)
         add_control_codes(model, tokenizer)
     else:
-        model, tokenizer = pretrained_generator(cfg, params)
+        model, tokenizer = pretrained_generator(cfg, hub)
         add_control_codes(model, tokenizer, cfg.code_words)
     return model, tokenizer
 
 
-def pretrained_generator(cfg: GenerationConfig, params: Params) -> tuple[Any, Any]:
+def pretrained_generator(cfg: GenerationConfig, hub: HubConfig) -> tuple[Any, Any]:
     """A hub id, a transformers folder or a GGUF checkpoint (:mod:`imdb_mlops.modeling.gguf`), loaded
     as a causal LM with ``trust_remote_code`` off; GPT-2 and Llama-architecture decoders alike."""
     from transformers import AutoModelForCausalLM
@@ -72,7 +72,7 @@ def pretrained_generator(cfg: GenerationConfig, params: Params) -> tuple[Any, An
             raise PipelineError(
                 f"generation.gguf_file: set, but generation.model '{name}' is no local folder of GGUF files"
             )
-        source = resolve_pretrained(name, params.hub, KEY)
+        source = resolve_pretrained(name, hub, KEY)
         config = checkpoint_config(source, name, KEY)
         tokenizer = tokenizer_from(source, name, KEY)
         if getattr(config, "is_encoder_decoder", False) or config.model_type in ("bert", "distilbert", "roberta"):
@@ -170,7 +170,8 @@ def tail_from_sentence_start(tokenizer: Any, body: list[int], room: int) -> list
 
 
 def finetune(
-    params: Params,
+    generation: GenerationConfig,
+    seed: int,
     model: Any,
     tokenizer: Any,
     texts: list[str],
@@ -183,18 +184,18 @@ def finetune(
     import transformers
     from datasets import Dataset
 
-    cfg = params.generation.finetune
+    cfg = generation.finetune
     sequences = lm_sequences(tokenizer, texts, sentiments, cfg.block_size, cfg.review_part)
     dataset = Dataset.from_dict({"input_ids": sequences, "labels": sequences})
-    setup = params.generation.model_dump(exclude={"decoding", "prompts"})
-    key = run_key({"g": setup, "seed": params.seed, "n": len(texts), "head": texts[:3]})
+    setup = generation.model_dump(exclude={"decoding", "prompts"})
+    key = run_key({"g": setup, "seed": seed, "n": len(texts), "head": texts[:3]})
     checkpoint_dir = checkpoint_root / f"generator-{key}"
     resume_from = last_checkpoint(checkpoint_dir)
     if resume_from:
         console.print(f"[bold]Resuming[/] generator fine-tuning from {resume_from}")
     precision = choose_precision(cfg.precision, device, "generation.finetune.precision")
     tokenizer.padding_side = "right"
-    args = decoder_arguments(params, checkpoint_dir, precision)
+    args = decoder_arguments(cfg, seed, checkpoint_dir, precision)
     trained = with_adapters(model, tokenizer, cfg)
     trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
     trainer = transformers.Trainer(

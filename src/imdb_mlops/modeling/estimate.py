@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from imdb_mlops.config import TrainConfig
+
 REFERENCE_TOKENS_PER_S = 1000.0
 REFERENCE_CORES = 2
 REFERENCE_UNITS = 6 * 384**2  # layers x hidden^2 of all-MiniLM-L6-v2
@@ -32,11 +34,12 @@ def human_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def cpu_training_message(params: Any, n_rows: int, mean_tokens: float, model_config: Any) -> str:
+def cpu_training_message(
+    train: TrainConfig, model_name: str, n_rows: int, mean_tokens: float, model_config: Any
+) -> str:
     """One line for CPU users: how many review passes training makes and roughly how long it takes."""
     from imdb_mlops.common.hub import short_name
 
-    train = params.train
     samples = n_rows * train.epochs
     if train.max_steps > 0:
         samples = min(samples, train.max_steps * train.per_device_train_batch_size * train.gradient_accumulation_steps)
@@ -44,7 +47,7 @@ def cpu_training_message(params: Any, n_rows: int, mean_tokens: float, model_con
         int(samples), mean_tokens, 1.0, model_config.num_hidden_layers, model_config.hidden_size
     )
     return (
-        f"[bold]No GPU:[/] training {short_name(params.model.name)} on {int(samples):,} review passes "
+        f"[bold]No GPU:[/] training {short_name(model_name)} on {int(samples):,} review passes "
         f"(~{mean_tokens:.0f} tokens each) on {os.cpu_count()} CPU cores will take roughly "
-        f"{human_duration(seconds)}. For a quick CPU run see README, 'Quick CPU profile'."
+        f"{human_duration(seconds)}. For a quick CPU run see docs/offline.md, 'Quick CPU profile'."
     )

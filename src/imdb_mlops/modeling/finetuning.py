@@ -20,7 +20,7 @@ from transformers import TrainerCallback
 
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.common.numbers import numeric_metrics
-from imdb_mlops.config import GeneratorFinetuneConfig, Params, TrainConfig
+from imdb_mlops.config import GeneratorFinetuneConfig, TrainConfig
 
 CHECKPOINT_ROOT = Path("models/checkpoints")
 console = Console(stderr=True)
@@ -56,14 +56,15 @@ def trainer_arguments(
     )
 
 
-def classifier_arguments(params: Params, output_dir: Path, precision: str, distributed: bool = False) -> Any:
+def classifier_arguments(
+    cfg: TrainConfig, seed: int, output_dir: Path, precision: str, distributed: bool = False
+) -> Any:
     """The classifier's arguments: epochs, validation and a checkpoint per evaluation, best-model
     selection, and the DDP backend when launched with several processes."""
-    cfg = params.train
     steps = cfg.eval_strategy == "steps"
     return trainer_arguments(
         output_dir,
-        params.seed,
+        seed,
         cfg,
         precision,
         lr_scheduler_type=cfg.lr_scheduler_type,
@@ -88,13 +89,12 @@ def classifier_arguments(params: Params, output_dir: Path, precision: str, distr
     )
 
 
-def decoder_arguments(params: Params, output_dir: Path, precision: str) -> Any:
+def decoder_arguments(cfg: GeneratorFinetuneConfig, seed: int, output_dir: Path, precision: str) -> Any:
     """The generator's arguments: a fixed number of steps, linear decay, length-grouped batches,
     checkpoints every ``save_steps`` (one kept) for resuming."""
-    cfg = params.generation.finetune
     return trainer_arguments(
         output_dir,
-        params.seed,
+        seed,
         cfg,
         precision,
         lr_scheduler_type="linear",

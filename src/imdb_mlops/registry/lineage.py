@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from imdb_mlops.config import Params
 from imdb_mlops.modeling.pretrained import checkpoint_provenance
 from imdb_mlops.registry.tracking import dvc_lock_hashes, git_commit
 from imdb_mlops.registry.versions import get_version
@@ -17,13 +16,14 @@ from imdb_mlops.registry.versions import get_version
 EXPERIMENT_TAGS = ("git.dirty_code", "reproducible", "dvc.exp.name", "dvc.exp.baseline", "dvc.exp.ref")
 
 
-def params_digest(params: Params) -> str:
-    """sha256 of the validated params (canonical JSON): equal digests, equal settings."""
-    return hashlib.sha256(json.dumps(params.model_dump(), sort_keys=True).encode()).hexdigest()
+def params_digest(settings: dict[str, Any]) -> str:
+    """sha256 of the validated params (``Params.model_dump()``, canonical JSON): equal digests, equal settings."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
 def lineage_tags(
-    params: Params,
+    digest: str,
+    base_model: str,
     client: Any,
     run_id: str,
     test_metrics: dict[str, Any],
@@ -39,9 +39,9 @@ def lineage_tags(
         "git.dirty": run.data.tags.get("git.dirty", "unknown"),
         **{key: run.data.tags[key] for key in EXPERIMENT_TAGS if key in run.data.tags},
         "register.git.commit": git_commit(project_dir)["mlflow.source.git.commit"],
-        "params_digest": params_digest(params),
-        "model.base": params.model.name,
-        **{f"model.base.{k}": v for k, v in checkpoint_provenance(params.model.name).items()},
+        "params_digest": digest,
+        "model.base": base_model,
+        **{f"model.base.{k}": v for k, v in checkpoint_provenance(base_model).items()},
         "serving.variant": settings["variant"],
         "variants.shipped": ",".join(settings["shipped"]),
     }

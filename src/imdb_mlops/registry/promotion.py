@@ -11,7 +11,7 @@ import numpy as np
 from rich.console import Console
 
 from imdb_mlops.common.numbers import numeric_metrics
-from imdb_mlops.config import Params
+from imdb_mlops.config import RegistryConfig
 from imdb_mlops.data.sampling import stratified_sample
 from imdb_mlops.data.splits import read_split
 from imdb_mlops.modeling.gate import gate_decision
@@ -29,11 +29,15 @@ def gate_reviews(raw_dir: Path, samples: int | None, seed: int) -> tuple[list[st
 
 
 def promotion_gate(
-    params: Params, client: Any, challenger: str, raw_dir: Path, behaviour: dict[str, Any] | None = None
+    cfg: RegistryConfig,
+    seed: int,
+    client: Any,
+    challenger: str,
+    raw_dir: Path,
+    behaviour: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Decide whether ``champion`` moves to the new version; move it when it should. A version whose
     behavioural checks fall below ``registry.behaviour_min_pass`` is never promoted."""
-    cfg = params.registry
     champion = current_champion(client, cfg.model_name)
     failing = failing_families(behaviour, cfg.behaviour_min_pass) if behaviour else []
     if failing:
@@ -49,7 +53,7 @@ def promotion_gate(
         if set_champion(client, cfg.model_name, challenger, reason, "register-stage", None, check_expected=True):
             return {"action": "promoted", "reason": reason, "champion": int(challenger)}
         champion = current_champion(client, cfg.model_name)  # set by someone else meanwhile: gate against it
-    texts, labels = gate_reviews(raw_dir, cfg.gate_samples, params.seed)
+    texts, labels = gate_reviews(raw_dir, cfg.gate_samples, seed)
     console.print(
         f"Promotion gate: version {challenger} (challenger) vs {champion} (champion) on {len(texts):,} test reviews"
     )

@@ -22,7 +22,7 @@ import yaml
 
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.common.hub import PACKAGE_PREFIX
-from imdb_mlops.config import Params
+from imdb_mlops.config import TrackingConfig
 
 # Fail fast instead of MLflow's default minutes of HTTP retries; no telemetry.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -81,20 +81,20 @@ def ensure_tracking_reachable(uri: str, timeout_s: float) -> None:
         raise PipelineError(f"MLFLOW_TRACKING_URI: tracking server {uri} answered {response.status_code} on /health")
 
 
-def setup_mlflow(params: Params, project_dir: Path = Path(".")) -> str:
+def setup_mlflow(tracking: TrackingConfig, project_dir: Path = Path(".")) -> str:
     """Point MLflow at the store, create the experiment if needed; return its id."""
     import mlflow
 
     uri = tracking_uri(project_dir)
-    ensure_tracking_reachable(uri, params.tracking.timeout_s)
+    ensure_tracking_reachable(uri, tracking.timeout_s)
     mlflow.set_tracking_uri(uri)
-    experiment = mlflow.get_experiment_by_name(params.tracking.experiment)
+    experiment = mlflow.get_experiment_by_name(tracking.experiment)
     if experiment is not None:
         return experiment.experiment_id
     artifact_location = None
     if uri.startswith("sqlite:"):
         artifact_location = (project_dir / ARTIFACT_ROOT).resolve().as_uri()
-    return mlflow.create_experiment(params.tracking.experiment, artifact_location=artifact_location)
+    return mlflow.create_experiment(tracking.experiment, artifact_location=artifact_location)
 
 
 def git_commit(project_dir: Path = Path(".")) -> dict[str, str]:
@@ -203,19 +203,19 @@ def read_run_file(path: Path) -> dict[str, Any]:
     return info
 
 
-def reopen_run(params: Params, run_file: Path) -> Any:
+def reopen_run(tracking: TrackingConfig, run_file: Path) -> Any:
     """The MLflow run named by a run file (``reports/train_run.json``), re-opened for logging."""
     import mlflow
 
     run_id = read_run_file(run_file)["run_id"]
-    setup_mlflow(params)
+    setup_mlflow(tracking)
     try:
         return mlflow.start_run(run_id=run_id)
     except mlflow.exceptions.MlflowException:
         raise PipelineError(f"{run_file}: MLflow run {run_id} not found in the tracking store") from None
 
 
-def log_dataset(params: Params, parquet: Path, split: str, context: str) -> None:
+def log_dataset(data_source: str, parquet: Path, split: str, context: str) -> None:
     """Log one ingested split as an MLflow dataset input (source and content digest)."""
     import mlflow
     import pandas as pd
@@ -223,7 +223,7 @@ def log_dataset(params: Params, parquet: Path, split: str, context: str) -> None
     from mlflow.data.http_dataset_source import HTTPDatasetSource
 
     frame = pd.read_parquet(parquet, columns=["text", "label"])
-    source: Any = params.data.source  # as written in params: relative paths and pkg: names stay portable
+    source: Any = data_source  # as written in params: relative paths and pkg: names stay portable
     if source.startswith(PACKAGE_PREFIX):
         source = CodeDatasetSource(tags={"mlflow.source.name": source})
     elif not Path(source).expanduser().exists():

@@ -7,20 +7,20 @@ from pathlib import Path
 from typing import Any
 
 from imdb_mlops.common.errors import PipelineError, first_line
-from imdb_mlops.config import Params
+from imdb_mlops.config import RegistryConfig, TrackingConfig
 from imdb_mlops.registry.tracking import ensure_tracking_reachable, tracking_uri
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 
-def connect(params: Params, project_dir: Path = Path(".")) -> Any:
+def connect(tracking: TrackingConfig, project_dir: Path = Path(".")) -> Any:
     """An MlflowClient on the project's tracking store (server checked first). The commands that
     only read the registry call this: a missing SQLite store is an error, not a new empty file."""
     import mlflow
     from mlflow import MlflowClient
 
     uri = tracking_uri(project_dir)
-    ensure_tracking_reachable(uri, params.tracking.timeout_s)
+    ensure_tracking_reachable(uri, tracking.timeout_s)
     store = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
     if store is not None and not store.exists():
         raise PipelineError(
@@ -121,12 +121,14 @@ def pytorch_checkpoint(client: Any, name: str, ref: str, dest: Path) -> Path:
         ) from None
 
 
-def resolve_checkpoint(params: Params, ref: str | None, dest: Path) -> tuple[Path, str]:
+def resolve_checkpoint(
+    registry: RegistryConfig, tracking: TrackingConfig, ref: str | None, dest: Path
+) -> tuple[Path, str]:
     """A PyTorch classifier checkpoint and how to name it: ``ref`` as an existing folder, else a
     version or alias of ``registry.model_name`` (default ``champion``) downloaded into ``dest``."""
     if ref is not None and Path(ref).exists():
         return Path(ref), ref
-    client = connect(params)
-    name = params.registry.model_name
+    client = connect(tracking)
+    name = registry.model_name
     ref = (ref or CHAMPION).lstrip("@")
     return pytorch_checkpoint(client, name, ref, dest), f"{name}/{ref}" if ref.isdigit() else f"{name}@{ref}"

@@ -1,9 +1,10 @@
 """Batch scoring: new reviews -> predictions of a registered model (default ``champion``) and a
 drift report against the training data (:mod:`imdb_mlops.scoring.drift`).
 
-Entry point: :func:`score`. The input (any format of :mod:`imdb_mlops.scoring.inputs`) is cut into
-pieces and scored on Ray Data (:mod:`imdb_mlops.scoring.streaming`): in this process's own Ray,
-sized to the machine, or on a cluster (``ray_address``). Outputs, in ``out_dir``:
+Entry point: :func:`score_batch` (called by :func:`imdb_mlops.stages.score.score`). The input
+(any format of :mod:`imdb_mlops.scoring.inputs`) is cut into pieces and scored on Ray Data
+(:mod:`imdb_mlops.scoring.streaming`): in this process's own Ray, sized to the machine, or on a
+cluster (``ray_address``). Outputs, in ``out_dir``:
 
 - ``predictions.parquet/``: a parquet dataset (``pd.read_parquet`` reads it whole), one part per
   piece (source file, text, label, probability, positive_probability), each written atomically as
@@ -27,11 +28,9 @@ from rich.table import Table
 
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.common.files import atomic_outputs, claim_folder, write_json
-from imdb_mlops.config import Params
-from imdb_mlops.data.sampling import stratified_sample
-from imdb_mlops.data.splits import read_split
+from imdb_mlops.config import RegistryConfig, ScoringConfig
 from imdb_mlops.registry.tracking import tracking_uri
-from imdb_mlops.registry.versions import connect, resolve_model_uri, version_of_uri
+from imdb_mlops.registry.versions import resolve_model_uri, version_of_uri
 from imdb_mlops.scoring.drift import drift_report, merge_aggregates
 from imdb_mlops.scoring.inputs import plan_pieces, read_new_reviews  # noqa: F401 - read_new_reviews: API
 from imdb_mlops.scoring.streaming import part_aggregates, ray_session, score_pieces
@@ -41,27 +40,25 @@ PARTS = "predictions.parquet"
 REPORT = "drift.json"
 
 
-def score(
-    params: Params,
+def score_batch(
+    cfg: ScoringConfig,
+    registry: RegistryConfig,
+    client: Any,
+    reference: pd.DataFrame,
     input_path: Path,
     out_dir: Path,
     model_ref: str | None = None,
-    raw_dir: Path = Path("data/raw"),
     project_dir: Path = Path("."),
     ray_address: str | None = None,
 ) -> dict[str, Any]:
-    """Score ``input_path`` with the registered model; write predictions and the drift report.
-    ``project_dir`` locates the default tracking store (``mlflow.db``) when no URI is set;
-    ``ray_address`` (else ``RAY_ADDRESS``) sends the job to a Ray cluster."""
-    cfg = params.scoring
+    """Score ``input_path`` with the registered model (``client``'s registry); write predictions and
+    the drift report against ``reference`` (training reviews). ``project_dir`` locates the default
+    tracking store (``mlflow.db``) when no URI is set; ``ray_address`` (else ``RAY_ADDRESS``) sends
+    the job to a Ray cluster."""
     pieces = plan_pieces(input_path, cfg.text_column, cfg.rows_per_part)
-    reference = stratified_sample(read_split(raw_dir, "train"), cfg.reference_samples, params.seed).reset_index(
-        drop=True
-    )
-    client = connect(params, project_dir)
-    uri = resolve_model_uri(model_ref, params.registry.model_name)
-    version = version_of_uri(client, uri, params.registry.model_name)  # a clear error when there is none
-    salt = json.dumps([params.registry.model_name, version, cfg.text_column, params.registry.max_text_chars])
+    uri = resolve_model_uri(model_ref, registry.model_name)
+    version = version_of_uri(client, uri, registry.model_name)  # a clear error when there is none
+    salt = json.dumps([registry.model_name, version, cfg.text_column, registry.max_text_chars])
     address = ray_address or os.environ.get("RAY_ADDRESS") or None
     with _scoring_folder(out_dir) as (parts_dir, made_now):
         plan = [(piece, parts_dir / f"part-{i:05d}-{piece.key(salt)}.parquet") for i, piece in enumerate(pieces)]
@@ -76,8 +73,8 @@ def score(
             settings = {
                 "reference_texts": reference["text"].tolist(),
                 "text_column": cfg.text_column,
-                "chunk": params.registry.max_texts_per_request,
-                "truncate_chars": params.registry.max_text_chars,  # over-long reviews: scored on their start
+                "chunk": registry.max_texts_per_request,
+                "truncate_chars": registry.max_text_chars,  # over-long reviews: scored on their start
             }
             with ray_session(address):
                 for part, aggregates in score_pieces(

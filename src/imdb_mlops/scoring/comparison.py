@@ -19,7 +19,7 @@ from rich.table import Table
 
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.common.labels import LABELS
-from imdb_mlops.config import Params
+from imdb_mlops.config import RegistryConfig, TrackingConfig
 from imdb_mlops.registry.predict import predict_chunked
 from imdb_mlops.registry.versions import connect, get_version, load_pyfunc
 from imdb_mlops.scoring.batch import write_scores
@@ -53,14 +53,20 @@ def comparison_figures(previous: pd.DataFrame, new: pd.DataFrame) -> dict[str, A
 
 
 def compare_champions(
-    params: Params, batch_dir: Path, previous: str, new: str, out_dir: Path, project_dir: Path = Path(".")
+    registry: RegistryConfig,
+    tracking: TrackingConfig,
+    batch_dir: Path,
+    previous: str,
+    new: str,
+    out_dir: Path,
+    project_dir: Path = Path("."),
 ) -> dict[str, Any]:
     """Score the batch's reviews with versions ``previous`` and ``new``; write and return the figures."""
     reviews = pd.read_parquet(batch_dir / "predictions.parquet", columns=["text"])
     if len(reviews) == 0:
         raise PipelineError(f"{batch_dir / 'predictions.parquet'}: the batch holds no reviews")
-    client = connect(params, project_dir)
-    name = params.registry.model_name
+    client = connect(tracking, project_dir)
+    name = registry.model_name
     scored = {}
     for which, ref in (("previous", previous), ("new", new)):
         number = str(get_version(client, name, ref).version)  # a clear error for a missing version
@@ -70,8 +76,8 @@ def compare_champions(
             predict_chunked(
                 model,
                 reviews["text"].tolist(),
-                params.registry.max_texts_per_request,
-                params.registry.max_text_chars,
+                registry.max_texts_per_request,
+                registry.max_text_chars,
                 f"reviews with version {number}",
             ),
         )

@@ -12,7 +12,7 @@ import pandas as pd
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.common.files import read_json
 from imdb_mlops.common.labels import LABELS
-from imdb_mlops.config import DecodingConfig, GenerationConfig, Params
+from imdb_mlops.config import DecodingConfig, GenerationConfig, RegistryConfig, TokenizeConfig
 from imdb_mlops.modeling.textgen import CONTROL_CODES
 
 SERVING_DIR = Path(__file__).resolve().parent
@@ -36,7 +36,9 @@ def check_variant(shipped: list[str], requested: str) -> str:
     return requested
 
 
-def classifier_settings(params: Params, onnx_dir: Path, onnx_report: dict[str, Any]) -> dict[str, Any]:
+def classifier_settings(
+    cfg: RegistryConfig, tok: TokenizeConfig, onnx_dir: Path, onnx_report: dict[str, Any]
+) -> dict[str, Any]:
     """The served classifier's ``serving_config.json``: variants, truncation, request limits, and the
     probe that picks the fastest variant where the model loads."""
     from transformers import AutoTokenizer
@@ -49,13 +51,11 @@ def classifier_settings(params: Params, onnx_dir: Path, onnx_report: dict[str, A
         raise PipelineError(f"{onnx_dir}: no shipped variant found (model.<variant>.onnx)")
     if not (onnx_dir / "tokenizer.json").exists():
         raise PipelineError(f"{onnx_dir}/tokenizer.json: missing; the served model needs the fast tokenizer file")
-    cfg = params.registry
     variant = check_variant(shipped, cfg.variant)
     tokenizer = AutoTokenizer.from_pretrained(str(onnx_dir), trust_remote_code=False)
     n_prefix, n_suffix = special_token_layout(
         lambda text, special: tokenizer(text, add_special_tokens=special)["input_ids"]
     )
-    tok = params.tokenize
     share = tok.head_share if tok.truncation == "head_tail" else None
     return {
         "labels": export_info.get("labels", list(LABELS)),

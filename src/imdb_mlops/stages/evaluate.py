@@ -120,12 +120,12 @@ def log_to_mlflow(
     """Log into the training run named by reports/train_run.json."""
     import mlflow
 
-    with reopen_run(params, reports_dir / "train_run.json"):
+    with reopen_run(params.tracking, reports_dir / "train_run.json"):
         mlflow.log_metrics(test_metrics_for_mlflow(metrics))
         mlflow.log_artifact(str(paths["metrics"]), "evaluation")
         mlflow.log_artifact(str(paths["errors"]), "evaluation")
         mlflow.log_artifacts(str(paths["figures"]), "figures/evaluation")
-        log_dataset(params, raw_dir / "test.parquet", "test", context="testing")
+        log_dataset(params.data.source, raw_dir / "test.parquet", "test", context="testing")
 
 
 def print_report(metrics: dict[str, Any]) -> None:

@@ -153,7 +153,7 @@ def judge(
 def log_to_run(params: Params, run_file: Path, report: dict[str, Any], report_path: Path) -> None:
     import mlflow
 
-    with reopen_run(params, run_file):
+    with reopen_run(params.tracking, run_file):
         figures: dict[str, float] = {}
         for name, variant in report["variants"].items():
             figures.update(numeric_metrics(variant, prefix=f"variant_{name}_"))

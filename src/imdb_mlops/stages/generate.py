@@ -88,7 +88,7 @@ def generate(
     held_out = stratified_sample(read_split(raw_dir, "validation"), cfg.perplexity_samples, params.seed)
     classifier, classifier_tokenizer = load_trained_classifier(classifier_dir)
     transformers.set_seed(params.seed)
-    model, tokenizer = load_generator(cfg, params, train_frame["text"].tolist())
+    model, tokenizer = load_generator(cfg, params.hub, params.seed, train_frame["text"].tolist())
     check_lengths(cfg, model)
     device = device_name()
     model.to(device)
@@ -99,13 +99,13 @@ def generate(
     held_out_args = (perplexity_texts, perplexity_labels, cfg.finetune.block_size, cfg.finetune.review_part, precision)
     before = perplexity(model, tokenizer, *held_out_args)
     console.print(f"Perplexity on {len(perplexity_texts)} held-out reviews before fine-tuning: {before:.2f}")
-    experiment_id = setup_mlflow(params)
+    experiment_id = setup_mlflow(params.tracking)
     with mlflow.start_run(experiment_id=experiment_id, run_name="generate") as run:
         log_inputs(params, run_file)
         training: dict[str, Any] = {"enabled": cfg.finetune.enabled}
         if cfg.finetune.enabled:
             texts, sentiments = training_texts(params, train_frame)
-            training = finetune(params, model, tokenizer, texts, sentiments, checkpoint_root, device)
+            training = finetune(cfg, params.seed, model, tokenizer, texts, sentiments, checkpoint_root, device)
         after = perplexity(model, tokenizer, *held_out_args) if cfg.finetune.enabled else before
         console.print(f"Perplexity after fine-tuning: {after:.2f}")
 

@@ -28,7 +28,7 @@ from rich.table import Table
 from imdb_mlops.common.files import atomic_outputs, read_json, refuse_foreign_targets, write_json
 from imdb_mlops.config import Params
 from imdb_mlops.modeling.runtimes import TORCH_VARIANTS
-from imdb_mlops.registry.lineage import lineage_tags
+from imdb_mlops.registry.lineage import lineage_tags, params_digest
 from imdb_mlops.registry.model_card import (
     CARD_ARTIFACT,
     as_description,
@@ -77,8 +77,8 @@ def register(
     run_id = read_run_file(run_file)["run_id"]
     onnx_report = read_json(onnx_report_path, "run the export stage first (dvc repro export)")
     test_metrics = read_json(metrics_path, "run the evaluate stage first (dvc repro evaluate)")
-    settings = classifier_settings(params, onnx_dir, onnx_report)
-    setup_mlflow(params, project_dir)
+    settings = classifier_settings(cfg, params.tokenize, onnx_dir, onnx_report)
+    setup_mlflow(params.tracking, project_dir)
     client = MlflowClient()
     ensure_registered_model(client, cfg.model_name, MODEL_DESCRIPTION)
 
@@ -107,7 +107,7 @@ def register(
         behaviour = check_behaviour(
             served_model(onnx_dir, model_dir, settings), client, (cfg.model_name, model_version.version), run_id
         )
-        decision = promotion_gate(params, client, model_version.version, raw_dir, behaviour)
+        decision = promotion_gate(cfg, params.seed, client, model_version.version, raw_dir, behaviour)
         record_decision(client, cfg.model_name, model_version.version, run_id, decision)
         card_facts = {
             "metrics": test_metrics,
@@ -148,7 +148,8 @@ def log_version(
     cfg = params.registry
     onnx_dir, model_dir = package_dirs
     test_metrics, onnx_report = reports
-    tags = lineage_tags(params, client, run_id, test_metrics, onnx_report, settings, project_dir)
+    digest = params_digest(params.model_dump())
+    tags = lineage_tags(digest, params.model.name, client, run_id, test_metrics, onnx_report, settings, project_dir)
     with tempfile.TemporaryDirectory(prefix="register-") as tmp:
         settings_path = Path(tmp) / "serving_config.json"
         settings_path.write_text(json.dumps(settings, indent=2))

@@ -155,4 +155,6 @@ def _print_training_estimate(params: Params, report: dict[str, Any]) -> None:
         return
     model_config = load_config(params.model.name, params.hub)
     train = report["train"]
-    console.print(cpu_training_message(params, train["rows"], train["mean_tokens_kept"], model_config))
+    console.print(
+        cpu_training_message(params.train, params.model.name, train["rows"], train["mean_tokens_kept"], model_config)
+    )

