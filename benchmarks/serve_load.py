@@ -1,5 +1,6 @@
 """The model server under load: ``imdb-mlops serve`` driven by a bounded closed-loop load generator
-on loopback (one-review requests of real reviews), per concurrency level: throughput, latency
+on loopback (one-review requests of real reviews; a client answered 503 waits its ``Retry-After``
+before its next request, as a well-behaved client does), per concurrency level: throughput, latency
 p50/p95/p99, 503s and errors; an overload level (4x the best); a worker killed mid-run; server
 memory before and after.
 
@@ -51,14 +52,18 @@ def drive(url: str, texts: list[str], clients: int, seconds: float, during=None)
         i = k
         while time.monotonic() < stop:
             start = time.monotonic()
+            retry_after = 0.0
             try:
                 status = session.post(f"{url}/invocations", json={"inputs": [texts[i % len(texts)]]}, timeout=70)
                 code = status.status_code
+                if code == 503:  # a well-behaved client waits as told before its next request
+                    retry_after = float(status.headers.get("Retry-After", "0") or 0)
             except requests.RequestException:
                 code = -1
             with lock:
                 results.append((code, time.monotonic() - start))
             i += clients
+            time.sleep(min(retry_after, max(0.0, stop - time.monotonic())))
 
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
     began = time.monotonic()
