@@ -125,6 +125,9 @@ def test_ctrl_c_stops_the_job_within_seconds_and_leaves_nothing_running(scoring_
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # as in a terminal: pytest-xdist's workers ignore SIGINT, and an ignored SIGINT is inherited
+        # (Python then installs no KeyboardInterrupt handler at all)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 240
     while not parts_of(out) and job.poll() is None and time.monotonic() < deadline:

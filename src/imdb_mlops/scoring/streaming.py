@@ -156,11 +156,41 @@ def score_pieces(
         compute=ray.data.ActorPoolStrategy(size=size),
         num_cpus=1,
     )
+    with _interrupt_noted() as interrupted:
+        try:
+            for row in scored.iter_rows():
+                yield Path(row["part"]), json.loads(row["aggregates"])
+        except ray.exceptions.RayError as exc:
+            if interrupted:  # Ctrl-C reached the actors too (same process group): an interruption, not a failure
+                raise KeyboardInterrupt from None
+            raise _pipeline_error(exc) from None
+
+
+@contextlib.contextmanager
+def _interrupt_noted() -> Iterator[list[bool]]:
+    """A list that holds True once SIGINT arrived here (Python's default handler still raises
+    KeyboardInterrupt); an ignored SIGINT (``nohup``) or another handler is left alone."""
+    import signal
+    import threading
+
+    noted: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.default_int_handler:
+        yield noted
+        return
+
+    def note(signum: int, frame: Any) -> None:
+        noted.append(True)
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, note)
     try:
-        for row in scored.iter_rows():
-            yield Path(row["part"]), json.loads(row["aggregates"])
-    except ray.exceptions.RayError as exc:
-        raise _pipeline_error(exc) from None
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _pipeline_error(exc: BaseException) -> BaseException:
