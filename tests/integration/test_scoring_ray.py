@@ -115,7 +115,10 @@ def test_a_killed_job_rerun_writes_each_part_once_and_ends_as_an_uninterrupted_r
 
 def test_ctrl_c_stops_the_job_within_seconds_and_leaves_nothing_running(scoring_job, tmp_path):
     """SIGINT to the job's process group, as a terminal's Ctrl-C sends it."""
-    project, params_file, incoming, _, _ = scoring_job
+    project, params_file, _, _, _ = scoring_job
+    incoming = tmp_path / "incoming"  # 40 parts: most are still to score when Ctrl-C comes
+    incoming.mkdir()
+    make_reviews(2000, seed=5)[["text"]].to_parquet(incoming / "a.parquet", row_group_size=ROWS_PER_PART)
     out = tmp_path / "out"
     marker = f"IMDB_MLOPS_TEST_SCORE_{secrets.token_hex(4)}"
     job = subprocess.Popen(
