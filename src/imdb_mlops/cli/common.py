@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import functools
 from collections.abc import Callable
 from datetime import UTC
@@ -13,6 +12,7 @@ import typer
 from rich.console import Console
 
 from imdb_mlops.common.errors import PipelineError
+from imdb_mlops.common.files import DISK_FULL
 from imdb_mlops.config import DEFAULT_PARAMS_PATH
 
 err = Console(stderr=True)
@@ -48,7 +48,7 @@ def handles_errors(func: F) -> F:
             err.print("[bold red]interrupted:[/] stopped; outputs are as they were or complete", highlight=False)
             raise typer.Exit(130) from None
         except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            if exc.errno not in DISK_FULL:
                 raise
             where = f"{exc.filename}: " if exc.filename else ""
             err.print(f"[bold red]error:[/] {where}no space left on the device", highlight=False, soft_wrap=True)

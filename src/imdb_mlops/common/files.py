@@ -86,17 +86,12 @@ def check_replaceable(target: Path, new: Path, owner: str) -> None:
     """A one-line PipelineError unless ``target`` may be replaced by ``new`` (see the module doc)."""
     if not target.exists() and not target.is_symlink():
         return
+    refuse_foreign_targets(target, owner=owner)  # not plain, a file it did not write, another's folder
     what = f"{target}: exists and is not an output of `imdb-mlops {owner}`"
-    if target.is_symlink() or not (target.is_dir() or target.is_file()):
-        raise PipelineError(f"{what} (not a plain file or folder); choose another path or remove it")
     if new.is_dir() != target.is_dir():
         kinds = ("a folder", "a file") if target.is_dir() else ("a file", "a folder")
         raise PipelineError(f"{what} ({kinds[0]} where {kinds[1]} is written); choose another path")
-    if target.is_file():
-        if not may_replace(target, owner):
-            raise PipelineError(f"{what} (a file it did not write); choose another path or remove it yourself")
-        return
-    if _owned_by(target, owner):
+    if target.is_file() or _owned_by(target, owner):
         return
     extra = sorted({p.name for p in target.iterdir()} - {p.name for p in new.iterdir()} - {MARKER})
     if extra:

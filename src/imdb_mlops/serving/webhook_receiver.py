@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 
 from imdb_mlops.registry.champion_events import ChampionEvents
 from imdb_mlops.registry.webhooks import DeliveryRejected, is_loopback, verify_delivery
+from imdb_mlops.serving.admission import TOO_LARGE, receive_body
 
 log = logging.getLogger("imdb_mlops.webhooks")
 WEBHOOK_PATH = "/mlflow-webhook"
@@ -77,13 +78,8 @@ async def _bounded_body(request: Request) -> bytes | None:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+    body = await receive_body(request.receive, MAX_BODY_BYTES)
+    return None if body is TOO_LARGE else body or b""
 
 
 def warn_if_exposed(host: str, what: str) -> None:
