@@ -4,6 +4,9 @@ copy, a real Prefect API. Plain helpers live in ``helpers.py``."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from helpers import (
     SHARED_IMDB,
     TINY_GENERATION_PARAMS,
     TINY_PIPELINE_PARAMS,
+    free_port,
     make_project_copy,
     run,
     save_tiny_distilbert,
@@ -111,3 +115,50 @@ def flow_project(tmp_path_factory, prefect_api, tiny_distilbert_classifier, tiny
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")  # the project's own store
         result = training_flow(overrides={"train.learning_rate": 0.002}, project_dir=str(project))
     return project, result
+
+
+def postgres_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+def ensure_postgres() -> Path:
+    """PostgreSQL's server binaries, installing Debian's package when they are missing (as root)."""
+    if postgres_bin() is None and shutil.which("apt-get") and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=False, capture_output=True, timeout=300)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postgresql"], env=env,
+                       check=False, capture_output=True, timeout=600)  # fmt: skip
+    found = postgres_bin()
+    if found is None:
+        pytest.skip("PostgreSQL server binaries not found and not installable here (apt-get as root)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway PostgreSQL server on 127.0.0.1 (run as the 'postgres' user when we are root)."""
+    bindir = ensure_postgres()
+    root = Path(tempfile.mkdtemp(prefix="imdb-pg-", dir="/tmp"))
+    root.chmod(0o755)
+    data, sockets = root / "data", root / "run"
+    sockets.mkdir()
+    as_owner: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(root, "postgres")
+        shutil.chown(sockets, "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    subprocess.run([*as_owner, str(bindir / "initdb"), "-D", str(data), "-U", "mlflow", "--auth=trust", "-E", "UTF8"],
+                   check=True, capture_output=True, timeout=120)  # fmt: skip
+    subprocess.run([*as_owner, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "server.log"), "-o",
+                    f"-h 127.0.0.1 -p {port} -k {sockets}", "start"], check=True, capture_output=True, timeout=120)  # fmt: skip
+    try:
+        subprocess.run([*as_owner, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow"],
+                       check=True, capture_output=True, timeout=60)  # fmt: skip
+        yield f"postgresql://mlflow@127.0.0.1:{port}/mlflow", (bindir, port, as_owner)
+    finally:
+        subprocess.run(
+            [*as_owner, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True, timeout=60
+        )
+        shutil.rmtree(root, ignore_errors=True)

@@ -71,6 +71,62 @@ def exp_run(
     raise typer.Exit(code)
 
 
+@app.command("sweep", rich_help_panel="Experiments and params")
+@handles_errors
+def sweep(
+    study: Annotated[
+        str | None, typer.Option(help="Study to start or join (default: sweep.study); other machines pass the same.")
+    ] = None,
+    trials: Annotated[int | None, typer.Option(min=1, help="Trials in the study (default: sweep.trials).")] = None,
+    jobs: Annotated[int | None, typer.Option(min=1, help="Trials at once here (default: sweep.jobs).")] = None,
+    profile: Annotated[
+        list[str] | None, typer.Option("--profile", help="A profiles/NAME.yaml overlay for every trial; repeatable.")
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option(help=f"Use {SHARED_IMDB} and the packaged MiniLM checkpoint (no hub).")
+    ] = False,
+    set_param: Annotated[
+        list[str] | None, typer.Option("--set-param", "-S", help="KEY=VALUE for every trial, as for dvc exp run.")
+    ] = None,
+    apply_best: Annotated[
+        bool, typer.Option("--apply-best", help="Apply the study's best trial to the workspace (dvc exp apply).")
+    ] = False,
+    params: ParamsOption = DEFAULT_PARAMS_PATH,
+) -> None:
+    """Search hyperparameters with Optuna (sweep.* in params.yaml): each trial a DVC experiment and
+    an MLflow child run, pruned early when it falls behind; several machines join one study."""
+    from pathlib import Path
+
+    from imdb_mlops.cli.common import wide_console
+    from imdb_mlops.config.overrides import with_overrides
+    from imdb_mlops.orchestration import sweep as sweeping
+    from imdb_mlops.orchestration.experiments import experiment_overrides
+    from imdb_mlops.sweeps.report import best_trials_table
+
+    overrides = experiment_overrides(params, profile or [], set_param or [], offline, SHARED_IMDB)
+    loaded = with_overrides(params, overrides)
+    cfg = loaded.sweep.model_copy(update={"trials": trials} if trials else {})
+    project = Path(params).parent
+    if apply_best:
+        best, command = sweeping.apply_best(cfg, project, study)
+        err.print(f"$ {shlex.join(command)}", highlight=False)
+        typer.echo(
+            f"applied trial {best.number} ({cfg.objective} {best.value:.4f}); `dvc repro` builds the rest, "
+            "and the register stage's gate decides promotion"
+        )
+        return
+    trial_overrides = {k: v for k, v in overrides.items() if not k.startswith("sweep.")}
+    result, found = sweeping.run_sweep(
+        cfg, loaded.tracking, project, trial_overrides, study, jobs, lambda line: err.print(line, highlight=False)
+    )
+    wide_console().print(best_trials_table(found, cfg.objective))
+    if result.best_experiment:
+        typer.echo(
+            f"best: trial {result.best_number}, {cfg.objective} {result.best_value:.4f} "
+            f"(DVC experiment {result.best_experiment}); `imdb-mlops sweep --apply-best` applies it"
+        )
+
+
 @app.command("reproduce", rich_help_panel="Experiments and params")
 @handles_errors
 def reproduce(

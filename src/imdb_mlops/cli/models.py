@@ -255,23 +255,40 @@ def serve(
     workers: Annotated[
         int | None, typer.Option(help="Worker processes (default: serving.workers, else per CPU as memory allows).")
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="Compute threads per worker (default: serving.threads_per_worker, else cores / workers)."),
+    ] = None,
     params: ParamsOption = DEFAULT_PARAMS_PATH,
 ) -> None:
     """Serve a registered model over HTTP on 127.0.0.1: MLflow's scoring app (the API of `mlflow
     models serve`) in supervised uvicorn workers, with admission control (503 + Retry-After when
     busy, 413 for oversized bodies; limits in serving.*)."""
+    from imdb_mlops.modeling.runtimes import cpu_threads
     from imdb_mlops.registry.tracking import tracking_uri
     from imdb_mlops.registry.versions import connect, resolve_model_uri, version_of_uri
     from imdb_mlops.registry.webhooks import is_loopback
-    from imdb_mlops.serving.server import SETTINGS_ENV, available_memory, serve_settings, uvicorn_command, worker_count
+    from imdb_mlops.serving.server import (
+        SETTINGS_ENV,
+        available_memory,
+        serve_settings,
+        threads_per_worker,
+        uvicorn_command,
+        worker_count,
+        worker_env,
+    )
 
     loaded = load_params(params)
     client = connect(loaded.tracking)
     uri = resolve_model_uri(model, loaded.registry.model_name)
     version_of_uri(client, uri, loaded.registry.model_name)  # `-m 99`: one line naming what exists
-    count = worker_count(workers or loaded.serving.workers, os.cpu_count() or 1, available_memory())
+    count = worker_count(workers or loaded.serving.workers, cpu_threads(), available_memory())
+    threads = threads_per_worker(threads or loaded.serving.threads_per_worker, cpu_threads(), count)
     command = uvicorn_command(host, port, count)
-    err.print(f"Serving {uri} with {count} worker(s) on http://{host}:{port}\n$ {shlex.join(command)}", highlight=False)
+    err.print(
+        f"Serving {uri} with {count} worker(s) of {threads} thread(s) on http://{host}:{port}\n$ {shlex.join(command)}",
+        highlight=False,
+    )
     if not is_loopback(f"http://{host}"):
         err.print(
             f"[yellow]warning:[/] listening on {host}: the model is reachable from other machines", highlight=False
@@ -280,6 +297,7 @@ def serve(
         **os.environ,
         "MLFLOW_TRACKING_URI": tracking_uri(),
         SETTINGS_ENV: serve_settings(uri, tracking_uri(), loaded.serving),
+        **worker_env(threads),
     }
     sys.stderr.flush()
     os.execve(command[0], command, env)  # the server is this process: a signal to it reaches the supervisor

@@ -27,6 +27,7 @@ from imdb_mlops.config.schema import (
     TrainConfig,
     flatten,
 )
+from imdb_mlops.config.sweep import PrunerConfig, SearchDimension, SweepConfig
 
 __all__ = [
     "DEFAULT_PARAMS_PATH",
@@ -42,10 +43,13 @@ __all__ = [
     "ModelConfig",
     "OrchestrationConfig",
     "Params",
+    "PrunerConfig",
     "RegistryConfig",
     "ScoringConfig",
     "ScratchGeneratorConfig",
+    "SearchDimension",
     "ServingConfig",
+    "SweepConfig",
     "TokenizeConfig",
     "TrackingConfig",
     "TrainConfig",

@@ -28,6 +28,9 @@ class ServingConfig(Section):
     # uvicorn worker processes, each with the model loaded; a dead one is replaced.
     # None: one per CPU that memory allows, at least 2 where 2 fit.
     workers: int | None = Field(None, ge=1)
+    # compute threads of each worker; None: the cores shared among the workers (at least 1), so
+    # that busy workers do not fight over the same cores
+    threads_per_worker: int | None = Field(None, ge=1)
     max_in_flight: int = Field(1, ge=1)  # predictions computed at once, per worker
     # requests waiting for a slot, per worker; beyond: 503 with Retry-After. One waiting request per
     # slot keeps a worker busy while bounding its wait to one prediction's time.

@@ -10,10 +10,11 @@ from __future__ import annotations
 from itertools import pairwise
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from imdb_mlops.config.base import SECTION_CONFIG
 from imdb_mlops.config.operations import ScoringConfig, ServingConfig
+from imdb_mlops.config.sweep import SweepConfig
 
 
 class _Section(BaseModel):
@@ -374,6 +375,15 @@ class Params(_Section):
     scoring: ScoringConfig = ScoringConfig()
     serving: ServingConfig = ServingConfig()
     generation: GenerationConfig = GenerationConfig()
+    sweep: SweepConfig = SweepConfig()
+
+    @model_validator(mode="after")
+    def _sweep_space_names_params(self) -> Params:
+        known = [key for key in self.flat() if not key.startswith("sweep.")]
+        for key in self.sweep.space:
+            if key not in known or key == "seed":
+                raise ValueError(f"sweep.space.{key}: not a param the pipeline reads")
+        return self
 
     def flat(self) -> dict[str, Any]:
         """Dotted keys -> values, e.g. ``{"train.learning_rate": 5e-05}`` (for MLflow)."""

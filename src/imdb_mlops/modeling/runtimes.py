@@ -69,8 +69,15 @@ def onnx_gpu() -> bool:
     return bool(torch.cuda.is_available())
 
 
+CPU_THREADS_ENV = "IMDB_MLOPS_CPU_THREADS"  # set by `imdb-mlops serve`: each worker's share of the cores
+
+
 def cpu_threads() -> int:
-    """Cores this process may use (the container's share, not the host's)."""
+    """Cores this process may use (the container's share, not the host's), or the share its server
+    gave it in ``$IMDB_MLOPS_CPU_THREADS``."""
+    share = os.environ.get(CPU_THREADS_ENV, "")
+    if share.isdigit() and int(share) > 0:
+        return int(share)
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux

@@ -30,11 +30,13 @@ def experiment_overrides(
     return merged
 
 
-def exp_run_command(overrides: dict[str, Any], name: str | None = None) -> list[str]:
-    """``dvc exp run [--name NAME] -S key=value ...``."""
-    command = ["dvc", "exp", "run"]
+def exp_run_command(
+    overrides: dict[str, Any], name: str | None = None, temp: bool = False, targets: tuple[str, ...] = ()
+) -> list[str]:
+    """``dvc exp run [--temp] [--name NAME] -S key=value ... [TARGET ...]``."""
+    command = ["dvc", "exp", "run"] + (["--temp"] if temp else [])
     if name:
         command += ["--name", name]
     for key, value in overrides.items():
         command += ["-S", f"{key}={as_yaml_scalar(value)}"]
-    return command
+    return command + list(targets)

@@ -56,6 +56,20 @@ def worker_count(requested: int | None, cpus: int, memory: int) -> int:
     return max(min(cpus, fits), min(2, fits))
 
 
+def threads_per_worker(requested: int | None, cpus: int, workers: int) -> int:
+    """``requested``, else the cores shared among the workers, at least 1 each: two workers with
+    a thread per core each would fight over the cores whenever both predict."""
+    return requested or max(1, cpus // workers)
+
+
+def worker_env(threads: int) -> dict[str, str]:
+    """The thread settings of each worker: ONNX Runtime reads ours, PyTorch and BLAS the usual ones."""
+    from imdb_mlops.modeling.runtimes import CPU_THREADS_ENV
+
+    value = str(threads)
+    return {CPU_THREADS_ENV: value, "OMP_NUM_THREADS": value, "MKL_NUM_THREADS": value}
+
+
 def uvicorn_command(host: str, port: int, workers: int) -> list[str]:
     return [
         sys.executable,

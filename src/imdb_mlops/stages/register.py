@@ -25,6 +25,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.common.files import atomic_outputs, read_json, refuse_foreign_targets, write_json
 from imdb_mlops.config import Params
 from imdb_mlops.modeling.runtimes import TORCH_VARIANTS
@@ -81,6 +82,10 @@ def register(
     setup_mlflow(params.tracking, project_dir)
     client = MlflowClient()
     ensure_registered_model(client, cfg.model_name, MODEL_DESCRIPTION)
+    if client.get_run(run_id).data.tags.get("sweep.pruned") == "true":
+        raise PipelineError(
+            f"{run_file}: run {run_id} is a pruned sweep trial (stopped early); its partial checkpoint is not registered"
+        )
 
     existing = versions_of_run(client, cfg.model_name, run_id)
     if existing and "gate.action" in existing[0].tags:

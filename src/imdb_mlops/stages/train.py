@@ -141,6 +141,7 @@ def train(
         shutil.rmtree(checkpoint_dir)  # a finished run is not resumed: `dvc repro -f train` retrains
     barrier(world_size)
     resume_from = last_checkpoint(checkpoint_dir, remove_incomplete=main)
+    pruning = sweep_pruning(world_size)
     previous_run = read_json(checkpoint_dir / "mlflow_run.json").get("run_id") if resume_from else None
     trainer = transformers.Trainer(
         model=model,
@@ -153,7 +154,8 @@ def train(
         ),
         compute_metrics=validation_metrics(),
         callbacks=[MlflowMetricsCallback()]
-        + ([transformers.EarlyStoppingCallback(cfg.early_stopping_patience)] if cfg.early_stopping_patience else []),
+        + ([transformers.EarlyStoppingCallback(cfg.early_stopping_patience)] if cfg.early_stopping_patience else [])
+        + ([pruning] if pruning else []),
     )
 
     tracked = (
@@ -169,6 +171,8 @@ def train(
             write_json(checkpoint_dir / "mlflow_run.json", {"run_id": run.info.run_id})
             if previous_run is None:
                 log_run_inputs(params, raw_dir, tokenized_dir, device, precision, world_size)
+                if pruning:
+                    mlflow.set_tags(pruning.link.mlflow_tags())
             else:
                 console.print(f"[bold]Resuming[/] from {resume_from} (MLflow run {run.info.run_id})")
                 mlflow.set_tag("resumed_from", str(resume_from))
@@ -177,6 +181,10 @@ def train(
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             raise out_of_memory_error(exc, cfg.per_device_train_batch_size, device) from None
         summary = training_summary(trainer, result, device, precision, world_size, resumed=previous_run is not None)
+        if pruning:
+            summary["sweep"] = pruning.summary()
+            if main:
+                mlflow.set_tag("sweep.pruned", str(summary["sweep"]["pruned"]).lower())
         if not main:
             return summary  # rank 0 writes the outputs and closes the run
         train_log, validation_log = split_history(trainer.state.log_history)
@@ -205,6 +213,19 @@ def train(
     # --- print
     print_summary(summary)
     return summary
+
+
+def sweep_pruning(world_size: int) -> Any:
+    """A :class:`~imdb_mlops.sweeps.trial_link.PruningCallback` when a sweep runs this stage as one
+    of its trials (one process: under a launcher every rank would have to stop together)."""
+    from imdb_mlops.sweeps.trial_link import PruningCallback, open_trial, trial_from_env
+
+    link = trial_from_env()
+    if link is None:
+        return None
+    if world_size > 1:
+        raise PipelineError("a sweep trial trains in one process; unset $IMDB_MLOPS_TRAIN_LAUNCHER")
+    return PruningCallback(open_trial(link), link)
 
 
 def evaluation_reviews(validation: Any, samples: int | None) -> Any:

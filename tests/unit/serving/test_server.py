@@ -1,7 +1,16 @@
-"""How many workers ``imdb-mlops serve`` starts, and the uvicorn command it becomes."""
+"""How many workers ``imdb-mlops serve`` starts, with how many threads, and the uvicorn command it
+becomes."""
 
 from imdb_mlops.config import ServingConfig
-from imdb_mlops.serving.server import WORKER_MEMORY, serve_settings, uvicorn_command, worker_count
+from imdb_mlops.modeling.runtimes import cpu_threads, ort_session_options
+from imdb_mlops.serving.server import (
+    WORKER_MEMORY,
+    serve_settings,
+    threads_per_worker,
+    uvicorn_command,
+    worker_count,
+    worker_env,
+)
 
 
 def test_workers_follow_cpus_as_far_as_memory_allows_and_are_at_least_two_where_two_fit():
@@ -18,3 +27,19 @@ def test_the_command_is_a_supervised_uvicorn_of_the_app_factory_on_the_given_int
     assert command[command.index("--host") + 1] == "127.0.0.1" and command[command.index("--workers") + 1] == "2"
     settings = serve_settings("models:/m@champion", "sqlite:///x.db", ServingConfig(max_queue=3))
     assert '"max_queue": 3' in settings and '"model_uri": "models:/m@champion"' in settings
+
+
+def test_the_cores_are_shared_among_the_workers_so_busy_workers_do_not_fight_over_them():
+    assert threads_per_worker(None, cpus=2, workers=2) == 1
+    assert threads_per_worker(None, cpus=16, workers=4) == 4
+    assert threads_per_worker(None, cpus=2, workers=3) == 1  # at least one
+    assert threads_per_worker(3, cpus=2, workers=2) == 3  # asked for: as asked
+
+
+def test_a_worker_given_its_share_runs_onnx_runtime_and_torch_with_that_many_threads(monkeypatch):
+    for name, value in worker_env(1).items():
+        monkeypatch.setenv(name, value)
+    assert cpu_threads() == 1
+    assert ort_session_options().intra_op_num_threads == 1
+    monkeypatch.setenv("IMDB_MLOPS_CPU_THREADS", "not-a-number")  # ignored: the process's own cores
+    assert cpu_threads() >= 1
