@@ -108,11 +108,12 @@ def sweep(
     cfg = loaded.sweep.model_copy(update={"trials": trials} if trials else {})
     project = Path(params).parent
     if apply_best:
-        best, command = sweeping.apply_best(cfg, project, study)
-        err.print(f"$ {shlex.join(command)}", highlight=False)
+        best, written = sweeping.apply_best(cfg, project, study)
+        for key, value in written.items():
+            err.print(f"{params}: {key} = {value}", highlight=False)
         typer.echo(
-            f"applied trial {best.number} ({cfg.objective} {best.value:.4f}); `dvc repro` builds the rest, "
-            "and the register stage's gate decides promotion"
+            f"applied trial {best.number} ({best.user_attrs.get('dvc_experiment', '')}, validation {cfg.objective} "
+            f"{best.value:.4f}); `dvc repro` builds the rest, and the register stage's gate decides promotion"
         )
         return
     trial_overrides = {k: v for k, v in overrides.items() if not k.startswith("sweep.")}

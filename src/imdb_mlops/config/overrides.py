@@ -56,7 +56,11 @@ def profile_overrides(
     merged: dict[str, Any] = {}
     for path, tree in read_profiles(project_dir, names, option):
         machines = tree.pop(MACHINES_KEY, None) or {}
+        sweep = tree.get("sweep")
+        space = sweep.pop("space", None) if isinstance(sweep, dict) else None  # its keys are dotted names
         merged.update(flatten(tree))
+        if space is not None:
+            merged["sweep.space"] = space
         if machines:
             merged.update(flatten(machine_entry(path, machines, kind).get("params") or {}))
     return merged

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imdb_mlops.common.errors import PipelineError
+from imdb_mlops.common.errors import ParamsError, PipelineError
 from imdb_mlops.config import SweepConfig
-from imdb_mlops.config.overrides import resolve_overrides
+from imdb_mlops.config.overrides import resolve_overrides, write_overrides
 from imdb_mlops.orchestration.experiments import exp_run_command
 from imdb_mlops.sweeps.storage import (
     HEARTBEAT_ATTR,
@@ -39,7 +39,7 @@ from imdb_mlops.sweeps.storage import (
 )
 from imdb_mlops.sweeps.trial_link import TrialLink, make_pruner
 
-LOG_DIR = Path(".sweeps/logs")  # each trial's dvc output
+SWEEPS_DIR = Path(".sweeps")  # per study: each trial's dvc output (logs/) and the pictures (figures/)
 TRAIN_METRICS = "reports/train_metrics.json"
 EVAL_METRICS = "reports/metrics.json"
 
@@ -93,7 +93,11 @@ def check_space(cfg: SweepConfig, project_dir: Path, base: dict[str, Any]) -> No
     before any trial runs."""
     for key, dim in cfg.space.items():
         for value in dim.choices or [dim.low, dim.high]:
-            resolve_overrides(project_dir, {**base, key: value}, option="sweep.space")
+            try:
+                resolve_overrides(project_dir, {**base, key: value}, option="sweep.space")
+            except ParamsError as exc:
+                problem = str(exc).rpartition(f"{key}: ")[2] or str(exc)
+                raise ParamsError(f"sweep.space.{key}: {value!r} is not a valid value: {problem}") from None
 
 
 def experiment_name(study: str, number: int) -> str:
@@ -155,6 +159,7 @@ class Sweep:
             trial.set_user_attr(HEARTBEAT_ATTR, time.time())
             values = suggest(trial, self.cfg)
             trial.set_user_attr("dvc_experiment", experiment_name(self.study_name, trial.number))
+            trial.set_user_attr("overrides", {**self.base, **values})  # what --apply-best writes
             return trial, values
 
     def run_trial(self, trial: Any, values: dict[str, Any]) -> TrialOutcome:
@@ -170,7 +175,7 @@ class Sweep:
             self.cfg.pruner.model_dump(),
         )
         command = exp_run_command({**self.base, **values}, name, temp=True, targets=(self.cfg.stage,))
-        log_path = self.project_dir / LOG_DIR / f"{name}.log"
+        log_path = self.project_dir / SWEEPS_DIR / self.study_name / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
         self.on_line(f"trial {trial.number} started: {shown}")
@@ -186,7 +191,7 @@ class Sweep:
         test = read_from_ref(self.project_dir, ref, EVAL_METRICS) if code == 0 else {}
         outcome.test = {k: v for k, v in test.items() if isinstance(v, int | float) and not isinstance(v, bool)}
         if code != 0 or value is None:
-            outcome.error = f"dvc exp run exited {code}; see {LOG_DIR / log_path.name}"
+            outcome.error = f"dvc exp run exited {code}; see {log_path.relative_to(self.project_dir)}"
             self.tell(trial, "failed")
         else:
             outcome.value = float(value)
@@ -264,8 +269,8 @@ def run_sweep(
     sweep = Sweep(cfg, name, project_dir, base_overrides, parent, study, spec, on_line)
     outcomes = sweep.run(jobs or cfg.jobs, on_trial=lambda o: sweep_tracking.mark_child(parent, name, o, cfg.objective))
     best = best_trial(study)
-    figures = study_figures(study, project_dir / ".sweeps" / name / "figures")
-    sweep_tracking.log_study_figures(parent, project_dir / ".sweeps" / name / "figures")
+    figures = study_figures(study, project_dir / SWEEPS_DIR / name / "figures")
+    sweep_tracking.log_study_figures(parent, project_dir / SWEEPS_DIR / name / "figures")
     sweep_tracking.close_parent(parent, best, cfg.objective)
     return SweepResult(
         name,
@@ -286,19 +291,16 @@ def best_trial(study: Any) -> Any | None:
         return None
 
 
-def apply_best(cfg: SweepConfig, project_dir: Path, study_name: str | None = None) -> tuple[Any, list[str]]:
-    """``dvc exp apply`` of the study's best trial: its params into ``params.yaml`` and its outputs
-    into the workspace, ready for ``dvc repro``. Returns the trial and the command run."""
+def apply_best(cfg: SweepConfig, project_dir: Path, study_name: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """The study's best trial's params written into ``params.yaml`` (every ``-S`` its
+    ``dvc exp run`` had, as ``dvc exp apply`` sets them; comments and the other params kept),
+    ready for ``dvc repro``, which takes the trial's stages from DVC's run-cache instead of
+    training again. Returns the trial and what was written."""
     name = study_name or cfg.study
-    spec = storage_spec(cfg.storage, name, project_dir)
-    study = make_study(cfg, name, spec)
+    study = make_study(cfg, name, storage_spec(cfg.storage, name, project_dir))
     best = best_trial(study)
     if best is None:
         raise PipelineError(f"study {name}: no completed trial yet; run `imdb-mlops sweep` first")
-    experiment = best.user_attrs.get("dvc_experiment") or experiment_name(name, best.number)
-    command = ["dvc", "exp", "apply", experiment]
-    out = subprocess.run(command, cwd=project_dir, capture_output=True, text=True)
-    if out.returncode != 0:
-        detail = (out.stderr or out.stdout).strip().splitlines()
-        raise PipelineError(f"dvc exp apply {experiment}: {detail[-1] if detail else f'exit {out.returncode}'}")
-    return best, command
+    overrides = best.user_attrs.get("overrides") or best.params
+    write_overrides(project_dir / "params.yaml", overrides)
+    return best, overrides

@@ -52,11 +52,11 @@ def child_run_id(client: Any, parent_id: str, study_name: str, number: int) -> s
     experiment_id = client.get_run(parent_id).info.experiment_id
     runs = client.search_runs(
         [experiment_id],
-        filter_string=f"tags.`sweep.study` = '{study_name}' and tags.`sweep.trial` = '{number}'"
-        " and tags.`sweep.role` != 'parent'",
+        filter_string=f"tags.`sweep.study` = '{study_name}' and tags.`sweep.trial` = '{number}'",
         max_results=5,
     )
-    return runs[0].info.run_id if runs else None
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id]
+    return trials[0].info.run_id if trials else None
 
 
 def mark_child(parent_id: str, study_name: str, outcome: Any, objective: str) -> str | None:
