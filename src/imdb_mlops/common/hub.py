@@ -72,6 +72,9 @@ def local_path(value: str, key: str) -> Path | None:
     path = Path(value).expanduser()
     if path.exists():
         return path
+    workspace = os.environ.get("DVC_ROOT")  # under `dvc exp run --temp` the stage runs in a copy of the
+    if workspace and not path.is_absolute() and (Path(workspace) / path).exists():  # repo: relative to it
+        return Path(workspace) / path
     if _PATH_HINT.search(value) or not _HUB_ID.match(value):
         raise PipelineError(f"{key}: path '{value}' does not exist")
     if "/" in value and Path(value.split("/")[0]).is_dir():

@@ -58,3 +58,15 @@ def test_a_packaged_gguf_file_is_recorded_by_the_digest_of_that_file():
 def test_bad_package_references_are_one_line_errors(minilm_path, reference, message):
     with pytest.raises(PipelineError, match=f"^model.name: .*{message}"):
         local_path(reference, "model.name")
+
+
+def test_a_relative_path_is_found_from_the_workspace_of_a_temporary_dvc_experiment(tmp_path, monkeypatch):
+    workspace, executor = tmp_path / "repo", tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmp1"
+    (tmp_path / "shared" / "imdb").mkdir(parents=True)
+    executor.mkdir(parents=True)
+    monkeypatch.chdir(executor)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    with pytest.raises(PipelineError, match="does not exist"):
+        local_path("../shared/imdb", "data.source")
+    monkeypatch.setenv("DVC_ROOT", str(workspace))  # what `dvc exp run --temp` sets
+    assert local_path("../shared/imdb", "data.source").resolve() == (tmp_path / "shared" / "imdb").resolve()
