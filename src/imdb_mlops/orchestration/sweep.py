@@ -296,8 +296,16 @@ def apply_best(cfg: SweepConfig, project_dir: Path, study_name: str | None = Non
     ``dvc exp run`` had, as ``dvc exp apply`` sets them; comments and the other params kept),
     ready for ``dvc repro``, which takes the trial's stages from DVC's run-cache instead of
     training again. Returns the trial and what was written."""
+    import optuna
+
     name = study_name or cfg.study
-    study = make_study(cfg, name, storage_spec(cfg.storage, name, project_dir))
+    spec = storage_spec(cfg.storage, name, project_dir)
+    try:
+        study = optuna.load_study(study_name=name, storage=open_storage(spec))
+    except KeyError:
+        raise PipelineError(
+            f"study {name}: not found in its storage ({storage_kind(spec)}); run `imdb-mlops sweep`"
+        ) from None
     best = best_trial(study)
     if best is None:
         raise PipelineError(f"study {name}: no completed trial yet; run `imdb-mlops sweep` first")

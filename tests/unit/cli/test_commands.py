@@ -311,3 +311,18 @@ def test_training_from_a_pickled_checkpoint_is_refused_in_one_line(pickled_check
 
     with pytest.raises(PipelineError, match=r"model.name: '.*' holds only pickled weights \(pytorch_model.bin\)"):
         load_pretrained_classifier(str(pickled_checkpoint), str(pickled_checkpoint), vocab_size=10)
+
+
+def test_sweep_refuses_a_bad_space_bound_and_an_empty_study_in_one_line(tmp_path):
+    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
+    tree = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    tree["sweep"]["space"] = {"train.learning_rate": {"type": "log_float", "low": 1e-5, "high": 2.0}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
+    proc = run_cli("sweep", cwd=tmp_path)
+    assert_one_line_error(proc, 2, "sweep.space.train.learning_rate: 2.0 is not a valid value: must be < 1", tmp_path)
+    assert not (tmp_path / ".sweeps").exists()  # refused before any study or trial
+
+    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
+    proc = run_cli("sweep", "--apply-best", "--study", "nothing-yet", cwd=tmp_path)
+    assert_one_line_error(proc, 1, "study nothing-yet: not found in its storage (journal)", tmp_path)
+    assert (tmp_path / "params.yaml").read_text() == (REPO_ROOT / "params.yaml").read_text()  # untouched
