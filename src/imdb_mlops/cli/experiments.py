@@ -118,7 +118,13 @@ def sweep(
         return
     trial_overrides = {k: v for k, v in overrides.items() if not k.startswith("sweep.")}
     result, found = sweeping.run_sweep(
-        cfg, loaded.tracking, project, trial_overrides, study, jobs, lambda line: err.print(line, highlight=False)
+        cfg,
+        loaded.tracking,
+        project,
+        trial_overrides,
+        study,
+        jobs,
+        lambda line: err.print(line, highlight=False, soft_wrap=True),
     )
     wide_console().print(best_trials_table(found, cfg.objective))
     if result.best_experiment:

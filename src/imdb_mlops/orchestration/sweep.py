@@ -142,6 +142,7 @@ class Sweep:
         self.baseline = git_head(project_dir)
         self.outcomes: list[TrialOutcome] = []
         self.errors: list[Exception] = []
+        self.stopping = threading.Event()
         self.on_trial: Callable[[TrialOutcome], None] = lambda outcome: None
         self._lock = threading.Lock()
 
@@ -212,7 +213,7 @@ class Sweep:
 
     def worker(self) -> None:
         try:
-            while not self.errors and (claimed := self.claim()) is not None:
+            while not self.errors and not self.stopping.is_set() and (claimed := self.claim()) is not None:
                 outcome = self.run_trial(*claimed)
                 with self._lock:
                     self.outcomes.append(outcome)
@@ -228,8 +229,14 @@ class Sweep:
         threads = [threading.Thread(target=self.worker, name=f"sweep-job-{k}") for k in range(jobs)]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        try:
+            for thread in threads:
+                thread.join()
+        except KeyboardInterrupt:  # Ctrl-C reached the trials' dvc too: claim no more, let them end
+            self.stopping.set()
+            for thread in threads:
+                thread.join()
+            raise
         if self.errors:
             raise self.errors[0]
         return sorted(self.outcomes, key=lambda o: o.number)
