@@ -270,8 +270,8 @@ def run_sweep(
     name = study_name or cfg.study
     check_space(cfg, project_dir, base_overrides)
     spec = storage_spec(cfg.storage, name, project_dir)
-    study = make_study(cfg, name, spec)
-    with claim_lock(spec, name):
+    with claim_lock(spec, name):  # the first process creates the storage's tables, the study, the parent run
+        study = make_study(cfg, name, spec)
         parent = sweep_tracking.parent_run(study, name, cfg, tracking, storage_kind(spec))
     sweep = Sweep(cfg, name, project_dir, base_overrides, parent, study, spec, on_line)
     outcomes = sweep.run(jobs or cfg.jobs, on_trial=lambda o: sweep_tracking.mark_child(parent, name, o, cfg.objective))

@@ -65,6 +65,7 @@ def claim_lock(spec: str, study: str) -> Iterator[None]:
     """One claimer at a time over every process and machine sharing the study."""
     if spec.startswith("journal:"):
         lock_path = Path(spec.removeprefix("journal:") + ".claim.lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
         with lock_path.open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
