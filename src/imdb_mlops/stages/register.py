@@ -81,11 +81,8 @@ def register(
     settings = classifier_settings(cfg, params.tokenize, onnx_dir, onnx_report)
     setup_mlflow(params.tracking, project_dir)
     client = MlflowClient()
+    refuse_pruned_trial(client, run_id, run_file)
     ensure_registered_model(client, cfg.model_name, MODEL_DESCRIPTION)
-    if client.get_run(run_id).data.tags.get("sweep.pruned") == "true":
-        raise PipelineError(
-            f"{run_file}: run {run_id} is a pruned sweep trial (stopped early); its partial checkpoint is not registered"
-        )
 
     existing = versions_of_run(client, cfg.model_name, run_id)
     if existing and "gate.action" in existing[0].tags:
@@ -137,6 +134,14 @@ def register(
         write_json(tmp_report, report)
     print_decision(report)
     return report
+
+
+def refuse_pruned_trial(client: Any, run_id: str, run_file: Path) -> None:
+    """A sweep trial stopped early by its pruner left a partial checkpoint: never registered."""
+    if client.get_run(run_id).data.tags.get("sweep.pruned") == "true":
+        raise PipelineError(
+            f"{run_file}: run {run_id} is a pruned sweep trial (stopped early); its partial checkpoint is not registered"
+        )
 
 
 def log_version(
