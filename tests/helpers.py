@@ -383,3 +383,14 @@ def start_mlflow_server(
     output = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL} if quiet else {
         "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}  # fmt: skip
     return subprocess.Popen(command, cwd=cwd, env=cli_env(**(env or {})), **output)
+
+
+def stop_server(server: subprocess.Popen, grace_s: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``grace_s`` (a loaded 2-core machine can
+    keep an MLflow server and its job consumers busy past a polite wait)."""
+    server.terminate()
+    try:
+        server.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(timeout=30)

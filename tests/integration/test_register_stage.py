@@ -23,6 +23,7 @@ from helpers import (
     run_cli,
     save_tiny_distilbert,
     start_mlflow_server,
+    stop_server,
     wait_for,
     write_hub_layout,
 )
@@ -418,8 +419,7 @@ def test_mlflow_models_serve_answers_on_loopback(world, registered):
             with pytest.raises(requests.ConnectionError):
                 requests.get(f"http://{host_ip}:{port}/ping", timeout=2)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_server(server)
 
 
 def test_registration_against_a_real_mlflow_server(world, tmp_path):
@@ -455,8 +455,7 @@ def test_registration_against_a_real_mlflow_server(world, tmp_path):
         assert list((tmp_path / "server-artifacts").rglob("model.*.onnx"))  # artifacts went through the server
     finally:
         world["patch"].setenv("MLFLOW_TRACKING_URI", f"sqlite:///{world['root'] / 'mlflow.db'}")
-        server.terminate()
-        server.wait(timeout=30)
+        stop_server(server)
 
 
 def test_missing_inputs_are_clear_errors(world, tmp_path):

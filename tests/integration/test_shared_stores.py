@@ -19,6 +19,7 @@ from helpers import (
     run,
     run_cli,
     set_params,
+    stop_server,
     write_hub_layout,
 )
 
@@ -47,8 +48,7 @@ def mlflow_on_postgres(postgres, tmp_path_factory):
         if server.poll() is not None:
             pytest.fail(f"mlflow server exited: {server.stderr.read()[-2000:]}")
     yield uri
-    server.terminate()
-    server.wait(timeout=30)
+    stop_server(server)
 
 
 def test_train_register_promote_against_mlflow_on_postgres(

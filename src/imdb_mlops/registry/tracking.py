@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import requests
 import yaml
 
 from imdb_mlops.common.errors import PipelineError
-from imdb_mlops.common.hub import PACKAGE_PREFIX
+from imdb_mlops.common.hub import PACKAGE_PREFIX, local_path
 from imdb_mlops.config import TrackingConfig
 
 # Fail fast instead of MLflow's default minutes of HTTP retries; no telemetry.
@@ -226,9 +227,27 @@ def log_dataset(data_source: str, parquet: Path, split: str, context: str) -> No
     source: Any = data_source  # as written in params: relative paths and pkg: names stay portable
     if source.startswith(PACKAGE_PREFIX):
         source = CodeDatasetSource(tags={"mlflow.source.name": source})
-    elif not Path(source).expanduser().exists():
+    elif is_hub_id(source):
         source = HTTPDatasetSource(f"https://huggingface.co/datasets/{source}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # source-resolution and integer-schema hints
         dataset = mlflow.data.from_pandas(frame, source=source, name=f"imdb-{split}", targets="label")
-        mlflow.log_input(dataset, context=context)
+        for attempt in range(3):
+            try:
+                mlflow.log_input(dataset, context=context)
+                return
+            except mlflow.exceptions.MlflowException as exc:
+                # Two runs at once (sweep trials) logging the same new dataset: MLflow checks, then
+                # inserts, and the slower one hits the unique key. Again, it finds the row and links it.
+                if ("UNIQUE constraint" not in str(exc) and "UniqueViolation" not in str(exc)) or attempt == 2:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+
+def is_hub_id(source: str) -> bool:
+    """``data.source`` names a hub dataset, not a local path (here or in the workspace of a
+    ``dvc exp run --temp``)."""
+    try:
+        return local_path(source, "data.source") is None
+    except PipelineError:
+        return False

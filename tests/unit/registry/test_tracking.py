@@ -95,3 +95,36 @@ def test_stage_outputs_kept_in_git_are_not_dirty_code(tmp_path):
         definition.write("# changed\n")
     tags = experiment_tags(tmp_path)
     assert tags["reproducible"] == "false" and tags["git.dirty_code_files"] == "dvc.yaml"
+
+
+def test_a_dataset_logged_by_two_runs_at_once_is_linked_on_the_second_try(tmp_path, monkeypatch):
+    """MLflow checks for the dataset, then inserts it: a run that loses the race to a parallel
+    sweep trial hits the unique key once, and its next try links the row the other one wrote."""
+    import mlflow
+    import pandas as pd
+
+    from imdb_mlops.registry.tracking import log_dataset
+
+    parquet = tmp_path / "train.parquet"
+    pd.DataFrame({"text": ["a fine film", "dull"], "label": [1, 0]}).to_parquet(parquet)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    real_log_input, calls = mlflow.log_input, []
+
+    def racing_log_input(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # the other trial inserted the row between MLflow's check and insert
+            raise mlflow.exceptions.MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.name")
+        return real_log_input(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_input", racing_log_input)
+    try:
+        with mlflow.start_run() as run:
+            log_dataset("stanfordnlp/imdb", parquet, "train", "training")
+        inputs = mlflow.get_run(run.info.run_id).inputs.dataset_inputs
+        assert len(calls) == 2 and [d.dataset.name for d in inputs] == ["imdb-train"]
+        monkeypatch.setattr(mlflow, "log_input", lambda *a, **k: (_ for _ in ()).throw(
+            mlflow.exceptions.MlflowException("some other failure")))  # fmt: skip
+        with mlflow.start_run(), pytest.raises(mlflow.exceptions.MlflowException, match="some other failure"):
+            log_dataset("stanfordnlp/imdb", parquet, "train", "training")
+    finally:
+        mlflow.set_tracking_uri(None)
