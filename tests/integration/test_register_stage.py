@@ -431,6 +431,9 @@ def test_registration_against_a_real_mlflow_server(world, tmp_path):
     try:
         wait_for(f"{uri}/health", server)
         world["patch"].setenv("MLFLOW_TRACKING_URI", uri)
+        # one server worker answering parallel artifact downloads while the other xdist worker trains:
+        # the project's fail-fast 30 s request timeout is for users, not for a loaded 2-core CI box
+        world["patch"].setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "180")
         client = MlflowClient(tracking_uri=uri)
         experiment = client.create_experiment("imdb-sentiment")
         paths = dict(world["candidates"]["strong"])
@@ -455,6 +458,7 @@ def test_registration_against_a_real_mlflow_server(world, tmp_path):
         assert list((tmp_path / "server-artifacts").rglob("model.*.onnx"))  # artifacts went through the server
     finally:
         world["patch"].setenv("MLFLOW_TRACKING_URI", f"sqlite:///{world['root'] / 'mlflow.db'}")
+        world["patch"].setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")  # the project's own default again
         stop_server(server)
 
 
