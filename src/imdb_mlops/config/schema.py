@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from imdb_mlops.config.base import SECTION_CONFIG
+from imdb_mlops.config.base import SECTION_CONFIG, flatten
 from imdb_mlops.config.operations import ScoringConfig, ServingConfig
 from imdb_mlops.config.sweep import SweepConfig
 
@@ -388,14 +388,3 @@ class Params(_Section):
     def flat(self) -> dict[str, Any]:
         """Dotted keys -> values, e.g. ``{"train.learning_rate": 5e-05}`` (for MLflow)."""
         return flatten(self.model_dump())
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
-            flat.update(flatten(value, f"{path}."))
-        else:
-            flat[path] = value
-    return flat
