@@ -357,7 +357,7 @@ def wait_for(url: str, process: subprocess.Popen, timeout_s: float = 90) -> None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"{url}: server exited with {process.returncode}: {process.stdout.read()}")
+            raise AssertionError(f"{url}: server exited with {process.returncode}: {server_output(process)}")
         try:
             if requests.get(url, timeout=2).status_code == 200:
                 return
@@ -380,9 +380,27 @@ def start_mlflow_server(
                "--backend-store-uri", backend_uri, "--workers", "1"]  # fmt: skip
     if artifacts is not None:
         command += ["--artifacts-destination", str(artifacts)]
-    output = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL} if quiet else {
-        "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}  # fmt: skip
-    return subprocess.Popen(command, cwd=cwd, env=cli_env(**(env or {})), **output)
+    if quiet:
+        return subprocess.Popen(command, cwd=cwd, env=cli_env(**(env or {})), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)  # fmt: skip
+    return start_logged_server(command, cwd, cli_env(**(env or {})), Path(cwd) / f"mlflow-server-{port}.log")
+
+
+def start_logged_server(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """A long-lived server whose output goes to ``log``, never to a pipe: a pipe nobody reads fills
+    (64 KiB of access lines) and the server then blocks on its next write, hanging every request."""
+    with log.open("ab") as sink:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    process.log_path = log
+    return process
+
+
+def server_output(process: subprocess.Popen, tail: int = 4000) -> str:
+    """The last ``tail`` characters a server started by :func:`start_logged_server` printed."""
+    log = getattr(process, "log_path", None)
+    if log is not None and log.exists():
+        return log.read_text(errors="replace")[-tail:]
+    return process.stdout.read()[-tail:] if process.stdout else ""
 
 
 def stop_server(server: subprocess.Popen, grace_s: float = 30) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from helpers import (
     free_port,
     run_cli,
     save_tiny_distilbert,
+    start_logged_server,
     start_mlflow_server,
     stop_server,
     wait_for,
@@ -366,7 +366,7 @@ def test_manual_mode_leaves_promotion_to_people(world, client):
 def test_mlflow_models_serve_answers_on_loopback(world, registered):
     root, port = world["root"], free_port()
     env = cli_env(MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}")
-    server = subprocess.Popen(
+    server = start_logged_server(
         [
             str(Path(sys.executable).parent / "mlflow"),
             "models",
@@ -380,11 +380,9 @@ def test_mlflow_models_serve_answers_on_loopback(world, registered):
             "-p",
             str(port),
         ],
-        cwd=root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        root,
+        env,
+        root / f"models-serve-{port}.log",
     )
     try:
         wait_for(f"http://127.0.0.1:{port}/ping", server)
@@ -431,9 +429,6 @@ def test_registration_against_a_real_mlflow_server(world, tmp_path):
     try:
         wait_for(f"{uri}/health", server)
         world["patch"].setenv("MLFLOW_TRACKING_URI", uri)
-        # one server worker answering parallel artifact downloads while the other xdist worker trains:
-        # the project's fail-fast 30 s request timeout is for users, not for a loaded 2-core CI box
-        world["patch"].setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "180")
         client = MlflowClient(tracking_uri=uri)
         experiment = client.create_experiment("imdb-sentiment")
         paths = dict(world["candidates"]["strong"])
@@ -458,7 +453,6 @@ def test_registration_against_a_real_mlflow_server(world, tmp_path):
         assert list((tmp_path / "server-artifacts").rglob("model.*.onnx"))  # artifacts went through the server
     finally:
         world["patch"].setenv("MLFLOW_TRACKING_URI", f"sqlite:///{world['root'] / 'mlflow.db'}")
-        world["patch"].setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")  # the project's own default again
         stop_server(server)
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,15 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import cli_env
+from helpers import cli_env, free_port, start_logged_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="flow")]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def children(pid: int) -> list[int]:
@@ -63,14 +55,10 @@ def test_serve_replaces_killed_workers_and_leaves_nothing_after_sigterm(flow_pro
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = cli_env(MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}")
-    server = subprocess.Popen(
+    server = start_logged_server(
         [sys.executable, "-m", "imdb_mlops", "serve", "--port", str(port), "--workers", "2"],
-        cwd=project,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+        project, env, project / f"serve-{port}.log",
+    )  # fmt: skip
     try:
         wait_until(lambda: ping(url) and len(workers_of(server.pid)) == 2, 120, "two workers serving")
         body = {"inputs": ["awful boring dull terrible", "wonderful brilliant superb"]}

@@ -18,7 +18,9 @@ from helpers import (
     make_project_copy,
     run,
     run_cli,
+    server_output,
     set_params,
+    start_logged_server,
     stop_server,
     write_hub_layout,
 )
@@ -32,10 +34,10 @@ def mlflow_on_postgres(postgres, tmp_path_factory):
     database_uri, _ = postgres
     artifacts = tmp_path_factory.mktemp("artifacts")
     port = free_port()
-    server = subprocess.Popen(
+    server = start_logged_server(
         [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", database_uri, "--artifacts-destination", str(artifacts), "--workers", "1"],
-        env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        artifacts.parent, cli_env(), artifacts.parent / f"mlflow-server-{port}.log",
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -46,7 +48,7 @@ def mlflow_on_postgres(postgres, tmp_path_factory):
         except requests.RequestException:
             time.sleep(1)
         if server.poll() is not None:
-            pytest.fail(f"mlflow server exited: {server.stderr.read()[-2000:]}")
+            pytest.fail(f"mlflow server exited: {server_output(server)}")
     yield uri
     stop_server(server)
 

@@ -33,7 +33,7 @@ from imdb_mlops.registry.tracking import tracking_uri
 from imdb_mlops.registry.versions import resolve_model_uri, version_of_uri
 from imdb_mlops.scoring.drift import drift_report, merge_aggregates
 from imdb_mlops.scoring.inputs import plan_pieces, read_new_reviews  # noqa: F401 - read_new_reviews: API
-from imdb_mlops.scoring.streaming import part_aggregates, ray_session, score_pieces
+from imdb_mlops.scoring.streaming import part_aggregates, ray_session, remove_unfinished_parts, score_pieces
 
 console = Console(stderr=True)
 PARTS = "predictions.parquet"
@@ -122,7 +122,12 @@ def _scoring_folder(out_dir: Path) -> Iterator[tuple[Path, bool]]:
             if parts_dir.is_file():  # a batch written before scoring was streamed
                 parts_dir.unlink()
             parts_dir.mkdir(exist_ok=True)
-            yield parts_dir, made_now
+            remove_unfinished_parts(parts_dir)
+            try:
+                yield parts_dir, made_now
+            finally:  # after the Ray session: an interrupted actor may have left a part half-written
+                if parts_dir.is_dir():
+                    remove_unfinished_parts(parts_dir)
     except Timeout:
         raise PipelineError(f"{out_dir}: another `imdb-mlops score` is writing there; wait for it") from None
 

@@ -36,8 +36,39 @@ def write_part(path: Path, frame: pd.DataFrame, aggregates: dict[str, Any]) -> N
     table = pa.Table.from_pandas(frame, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), AGGREGATES_KEY: json.dumps(aggregates)})
     tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C reached this actor mid-write: no half part left behind
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def remove_unfinished_parts(parts_dir: Path, wait_s: float = 15) -> None:
+    """Remove the temporary files of parts whose writer is gone (a job interrupted or killed). A
+    writer still alive on this machine (an actor shutting down) gets up to ``wait_s`` to finish."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    for tmp in parts_dir.glob(".part-*.tmp"):
+        writer = tmp.suffixes[-2].lstrip(".") if len(tmp.suffixes) >= 2 else ""
+        while writer.isdigit() and _alive(int(writer)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs here (an exited child not yet waited for, a zombie, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (macOS): it answered the signal
+        return True
 
 
 def part_aggregates(path: Path) -> dict[str, Any] | None:
