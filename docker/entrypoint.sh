@@ -4,6 +4,10 @@
 set -euo pipefail
 
 role=${1:-repro}
+# The health check runs as a separate process with the container's environment, not this one's:
+# it reads the role from this file (docker/healthcheck.py).
+role_file="${IMDB_MLOPS_ROLE_FILE:-/tmp/imdb-mlops-role}"
+case "$role" in repro | worker | serve) printf '%s\n' "$role" >"$role_file" 2>/dev/null || true ;; esac
 case "$role" in
   repro)
     shift || true

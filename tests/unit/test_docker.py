@@ -101,6 +101,19 @@ def test_entrypoint_runs_any_command_and_knows_its_roles(tmp_path):
         assert f"  {role})" in text and command in text
 
 
+def test_entrypoint_leaves_its_role_for_the_health_check(tmp_path):
+    """A health check is its own process with the container's environment: it reads the role from a file."""
+    (tmp_path / "bin").mkdir()
+    fake_dvc = tmp_path / "bin" / "dvc"
+    fake_dvc.write_text('#!/bin/sh\necho "dvc $*"\n')
+    fake_dvc.chmod(0o755)
+    role_file = tmp_path / "role"
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "IMDB_MLOPS_ROLE_FILE": str(role_file)}
+    proc = subprocess.run([str(REPO_ROOT / "docker" / "entrypoint.sh"), "repro", "train"], env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.stdout == "dvc repro train\n" and role_file.read_text() == "repro\n"
+
+
 class _Ping(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(200 if self.path in ("/ping", "/api/health") else 404)
@@ -118,7 +131,7 @@ def ping_server():
     server.shutdown()
 
 
-def test_healthcheck_asks_the_server_or_the_prefect_api(ping_server):
+def test_healthcheck_asks_the_server_or_the_prefect_api(ping_server, tmp_path):
     check = [sys.executable, str(REPO_ROOT / "docker" / "healthcheck.py")]
 
     def status(**env: str) -> int:
@@ -130,6 +143,11 @@ def test_healthcheck_asks_the_server_or_the_prefect_api(ping_server):
         assert status(IMDB_MLOPS_ROLE="serve", SERVE_PORT=str(port)) == 1
         assert status(IMDB_MLOPS_ROLE="worker", PREFECT_API_URL=f"http://127.0.0.1:{port}/api") == 1
     assert status(IMDB_MLOPS_ROLE="repro") == 0
+    role_file = tmp_path / "role"  # no role in the environment: the entry point's file says it
+    role_file.write_text("serve\n")
+    assert status(IMDB_MLOPS_ROLE="", IMDB_MLOPS_ROLE_FILE=str(role_file), SERVE_PORT=str(ping_server)) == 0
+    with socket_closed() as port:
+        assert status(IMDB_MLOPS_ROLE="", IMDB_MLOPS_ROLE_FILE=str(role_file), SERVE_PORT=str(port)) == 1
 
 
 class socket_closed:
