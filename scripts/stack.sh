@@ -26,7 +26,11 @@ env_file="${STACK_ENV_FILE:-stack.env}"
 export IMDB_MLOPS_IMAGE="${IMDB_MLOPS_IMAGE:-localhost/imdb-mlops:cpu}"
 engine="${CONTAINER_ENGINE:-$(command -v docker >/dev/null && docker info >/dev/null 2>&1 && echo docker || echo podman)}"
 if [ -z "${COMPOSE:-}" ]; then
-  if [ "$engine" = docker ]; then COMPOSE="docker compose"; else COMPOSE="podman-compose"; fi
+  if [ "$engine" = docker ]; then
+    COMPOSE="docker compose"
+  else # scripts/setup.sh installs it into the venv (requirements-stack.txt)
+    COMPOSE="$(command -v podman-compose || echo "$PWD/.venv/bin/podman-compose")"
+  fi
 fi
 
 say() { printf 'stack: %s\n' "$*" >&2; }
@@ -110,16 +114,20 @@ except Exception:
 up() {
   make_env_file
   [ "${LOCAL_BASE:-0}" = 1 ] && export POSTGRES_IMAGE="${POSTGRES_IMAGE:-localhost/postgres:15-bookworm}"
-  compose up -d postgres && wait_healthy postgres
-  compose up -d mlflow prefect && wait_healthy mlflow prefect
-  compose up -d webhooks worker && wait_healthy webhooks worker
+  compose up -d postgres
+  wait_healthy postgres
+  compose up -d mlflow prefect
+  wait_healthy mlflow prefect
+  compose up -d webhooks worker
+  wait_healthy webhooks worker
   say "Prefect pool and deployments, MLflow webhook"
   compose run --rm -T pipeline bash -c '
     prefect work-pool inspect imdb-process >/dev/null 2>&1 || prefect work-pool create imdb-process --type process
     prefect --no-prompt deploy --all >/dev/null
     imdb-mlops webhooks register --url http://webhooks:8765/mlflow-webhook --allow-remote'
   if champion_exists; then
-    compose up -d model-server && wait_healthy model-server
+    compose up -d model-server
+    wait_healthy model-server
   else
     say "no champion yet: the model server starts with the next \`scripts/stack.sh up\` after a run registers one"
   fi
@@ -131,9 +139,15 @@ shift || true
 case "$command" in
   build) build ;;
   up) up ;;
-  run) make_env_file && compose run --rm -T pipeline "$@" ;;
+  run)
+    make_env_file
+    compose run --rm -T pipeline "$@"
+    ;;
   kill) $engine kill "$(container_of "$1")" >/dev/null ;; # SIGKILL, as a crash would
-  restart) compose up -d "$1" && wait_healthy "$1" ;;
+  restart)
+    compose up -d "$1"
+    wait_healthy "$1"
+    ;;
   ps) compose ps ;;
   logs) compose logs --tail "${TAIL:-100}" "$@" ;;
   down)
