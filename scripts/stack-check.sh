@@ -44,6 +44,7 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 rest() { # METHOD PATH [JSON]: MLflow's REST API on the host's loopback
   curl -fsS -X "$1" "http://127.0.0.1:$MLFLOW_PORT/api/2.0/mlflow/$2" -H 'Content-Type: application/json' ${3:+-d "$3"}
@@ -76,7 +77,11 @@ step "run 2 with the MLflow server container killed mid-way"
 log="$scratch/run2.log"
 "${stack[@]}" run imdb-mlops exp-run "${offline[@]}" --profile smoke -S train.learning_rate=3e-5 >"$log" 2>&1 &
 run2=$!
-for _ in $(seq 600); do grep -q "Running stage 'train'" "$log" && break; sleep 1; done
+for _ in $(seq 600); do
+  grep -q "Running stage 'train'" "$log" && break
+  kill -0 "$run2" 2>/dev/null || break
+  sleep 1
+done
 grep -q "Running stage 'train'" "$log" || fail "run 2 never reached the train stage: $(tail -5 "$log")"
 sleep 10
 "${stack[@]}" kill mlflow

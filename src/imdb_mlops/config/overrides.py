@@ -10,6 +10,7 @@ own round-trip YAML writer (comments and order kept), as ``dvc exp run --set-par
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -33,14 +34,22 @@ def set_dotted(tree: MutableMapping[str, Any], dotted: str, value: Any, source: 
     node[leaf] = value
 
 
+# A float as people type it: YAML 1.1 (PyYAML) reads ``3e-5`` and ``1E3`` as text, YAML 1.2 as numbers
+FLOAT_LITERAL = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+
+
 def parse_assignments(items: Iterable[str], option: str = "-S") -> dict[str, Any]:
-    """``["train.epochs=2", ...]`` -> ``{"train.epochs": 2}``; values read as YAML scalars."""
+    """``["train.epochs=2", ...]`` -> ``{"train.epochs": 2}``; values read as YAML scalars, and
+    ``-S train.learning_rate=3e-5`` as the number it is."""
     overrides: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ParamsError(f"{option} {item}: expected KEY=VALUE")
-        overrides[key] = yaml.safe_load(raw) if raw else raw
+        value = yaml.safe_load(raw) if raw else raw
+        if isinstance(value, str) and FLOAT_LITERAL.fullmatch(raw.strip()):
+            value = float(raw)
+        overrides[key] = value
     return overrides
 
 
@@ -143,8 +152,11 @@ def as_yaml_scalar(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float)):
+    if isinstance(value, int):
         return repr(value)
+    if isinstance(value, float):  # 3e-05 -> 3.0e-05: a number to YAML 1.1 (PyYAML) as to DVC's YAML 1.2
+        mantissa, e, exponent = repr(value).partition("e")
+        return f"{mantissa if '.' in mantissa or not e else mantissa + '.0'}{e}{exponent}"
     text = str(value)
     try:
         reads_back = yaml.safe_load(text) == text
