@@ -45,9 +45,10 @@ def ignored(path: str) -> bool:
     return False
 
 
-def test_hadolint_passes():
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "docker/postgres/Dockerfile"])
+def test_hadolint_passes(dockerfile):
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
-    proc = subprocess.run([hadolint, str(REPO_ROOT / "Dockerfile")], capture_output=True, text=True)
+    proc = subprocess.run([hadolint, str(REPO_ROOT / dockerfile)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
