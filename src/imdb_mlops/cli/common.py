@@ -53,6 +53,14 @@ def handles_errors(func: F) -> F:
             where = f"{exc.filename}: " if exc.filename else ""
             err.print(f"[bold red]error:[/] {where}no space left on the device", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
+        except Exception as exc:
+            from imdb_mlops.registry.tracking import tracking_outage
+
+            line = tracking_outage(exc)
+            if line is None:
+                raise
+            err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 

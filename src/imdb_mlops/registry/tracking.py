@@ -82,6 +82,24 @@ def ensure_tracking_reachable(uri: str, timeout_s: float) -> None:
         raise PipelineError(f"MLFLOW_TRACKING_URI: tracking server {uri} answered {response.status_code} on /health")
 
 
+OUTAGE_SIGNS = ("Max retries exceeded", "Connection refused", "Read timed out", "RemoteDisconnected")
+
+
+def tracking_outage(exc: BaseException) -> str | None:
+    """One line for an MLflow request that failed because the tracking server went away mid-command
+    (it answered when the command started), or None for any other error."""
+    message = str(exc)
+    if type(exc).__name__ != "MlflowException" or not any(sign in message for sign in OUTAGE_SIGNS):
+        return None
+    url = message.removeprefix("API request to ").split(" ", 1)[0]
+    server = url.split("/api/", 1)[0] if "/api/" in url else os.environ.get("MLFLOW_TRACKING_URI", "the server")
+    reason = next(sign for sign in OUTAGE_SIGNS if sign in message).lower()
+    return (
+        f"MLflow tracking server {server} stopped answering ({reason}) during this command; "
+        "nothing was registered by it: run it again once the server is back"
+    )
+
+
 def setup_mlflow(tracking: TrackingConfig, project_dir: Path = Path(".")) -> str:
     """Point MLflow at the store, create the experiment if needed; return its id."""
     import mlflow

@@ -128,3 +128,36 @@ def test_a_dataset_logged_by_two_runs_at_once_is_linked_on_the_second_try(tmp_pa
             log_dataset("stanfordnlp/imdb", parquet, "train", "training")
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_a_server_gone_mid_command_is_one_line_naming_it(monkeypatch):
+    """A real MLflow request to a port nothing listens on, as after the server died mid-run."""
+    import socket
+
+    import typer
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from imdb_mlops.cli.common import handles_errors
+    from imdb_mlops.registry.tracking import tracking_outage
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    client = MlflowClient(tracking_uri=uri)
+    with pytest.raises(MlflowException) as caught:
+        client.create_run("0")
+    line = tracking_outage(caught.value)
+    assert line is not None and line.startswith(f"MLflow tracking server {uri} stopped answering")
+    assert tracking_outage(MlflowException("RESOURCE_DOES_NOT_EXIST: no run 'x'")) is None
+    assert tracking_outage(ValueError("Connection refused")) is None  # not an MLflow request
+
+    @handles_errors
+    def command() -> None:
+        client.create_run("0")
+
+    with pytest.raises(typer.Exit) as exited:
+        command()
+    assert exited.value.exit_code == 1
