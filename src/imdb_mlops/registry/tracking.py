@@ -96,7 +96,7 @@ def tracking_outage(exc: BaseException) -> str | None:
     reason = next(sign for sign in OUTAGE_SIGNS if sign in message).lower()
     return (
         f"MLflow tracking server {server} stopped answering ({reason}) during this command; "
-        "nothing was registered by it: run it again once the server is back"
+        "run it again once the server is back (stages rerun only what did not finish)"
     )
 
 
