@@ -6,7 +6,8 @@
 #     registered version lost (PostgreSQL volume), the pipeline's next run succeeds;
 #  4. scores a batch, promotes through MLflow's REST API, finds the move in `registry history`
 #     with source ui/rest and the re-scoring flow run Completed in the worker;
-#  5. asks the model server for a prediction; tears everything down, volumes included.
+#  5. asks the model server for a prediction, and the stock `mlflow models serve` in the image (as its
+#     non-root user) for /ping and a prediction; tears everything down, volumes included.
 # Runs in a scratch clone of this checkout (HEAD), offline when no hub is reachable (../shared/imdb).
 #   scripts/stack-check.sh            # here: LOCAL_BASE=1 TORCH_WHEELS_DIR=/opt/wheels scripts/stack-check.sh
 set -euo pipefail
@@ -128,3 +129,24 @@ step "the model server answers with the new champion"
 prediction="$(curl -fsS "http://127.0.0.1:$SERVE_PORT_HOST/invocations" -H 'Content-Type: application/json' \
   -d '{"inputs": ["A wonderful, moving film with superb acting."]}')" || fail "no prediction from the model server"
 echo "stack-check: prediction $prediction" >&2
+
+step "stock \`mlflow models serve\` of @champion in the image, as its non-root user"
+"${stack[@]}" run bash -c '
+  set -e
+  [ "$(id -u)" != 0 ]
+  mlflow models serve -m models:/imdb-sentiment@champion --env-manager local -h 127.0.0.1 -p 5002 >/tmp/serve.log 2>&1 &
+  python - <<"PY"
+import json, time, urllib.request
+deadline = time.monotonic() + 180
+while True:
+    try:
+        urllib.request.urlopen("http://127.0.0.1:5002/ping", timeout=5)
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            raise SystemExit("mlflow models serve: no /ping within 180 s:\n" + open("/tmp/serve.log").read()[-2000:])
+        time.sleep(2)
+request = urllib.request.Request("http://127.0.0.1:5002/invocations", method="POST",
+    data=json.dumps({"inputs": ["Dull, slow and badly acted."]}).encode(), headers={"Content-Type": "application/json"})
+print("stack-check: mlflow models serve /ping ok, prediction", urllib.request.urlopen(request, timeout=60).read().decode())
+PY' || fail "mlflow models serve in the image"
