@@ -35,8 +35,7 @@ cleanup() {
   step "tearing down"
   "${stack[@]}" down --volumes >/dev/null 2>&1 || true
   rm -rf "$scratch"
-  engine="${CONTAINER_ENGINE:-$(command -v docker >/dev/null && docker info >/dev/null 2>&1 && echo docker || echo podman)}"
-  left="$($engine ps -q --filter label=com.docker.compose.project=imdb-mlops)"
+  left="$(scripts/stack.sh running | tr '\n' ' ')"
   [ -z "$left" ] || {
     echo "stack-check: containers left running: $left" >&2
     rc=1

@@ -5,7 +5,7 @@
 #   scripts/stack.sh up               # secrets (stack.env, made once), services healthy in order,
 #                                     # Prefect pool + deployments, MLflow webhook, model server
 #   scripts/stack.sh run CMD...       # a one-off command in the project image on the stack's network
-#   scripts/stack.sh ps | logs [SERVICE] | kill SERVICE | restart SERVICE
+#   scripts/stack.sh ps | running | logs [SERVICE] | kill SERVICE | restart SERVICE
 #   scripts/stack.sh down [--volumes] # stop everything (--volumes also deletes registry and artifacts)
 #
 # Options before the command: --offline (mount $IMDB_DATA, default ../shared/imdb, for --offline
@@ -49,10 +49,11 @@ PY
   say "made $env_file (mode 600)"
 }
 
-container_of() { # the running container of a service, by the labels both compose tools set
+containers() { # running containers of the stack [of one service], by the labels both compose tools set
   $engine ps -q --filter "label=com.docker.compose.project=imdb-mlops" \
-    --filter "label=com.docker.compose.service=$1" | head -1
+    ${1:+--filter "label=com.docker.compose.service=$1"}
 }
+container_of() { containers "$1" | head -1; }
 
 healthy() { # podman without systemd runs no health checks by itself: run it once here
   local id
@@ -149,6 +150,7 @@ case "$command" in
     wait_healthy "$1"
     ;;
   ps) compose ps ;;
+  running) containers ;; # ids of the stack's running containers, one per line
   logs) compose logs --tail "${TAIL:-100}" "$@" ;;
   down)
     if [ "${1:-}" = --volumes ]; then compose down --volumes; else compose down; fi

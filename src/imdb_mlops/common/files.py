@@ -42,14 +42,19 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (an exited child not yet waited for, a zombie,
+    does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # someone else's process
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (macOS): it answered the signal
+        return True
 
 
 def _leftovers(target: Path) -> list[tuple[Path, int, bool]]:
@@ -66,7 +71,7 @@ def recover(target: Path) -> None:
     """Finish what a killed run left around ``target``: put back the backup of a missing output,
     delete other backups and temporaries of processes that are gone."""
     for path, pid, backup in sorted(_leftovers(target), key=lambda item: not item[2]):
-        if pid == os.getpid() or _alive(pid):
+        if pid == os.getpid() or process_alive(pid):
             continue
         if backup and not target.exists() and not target.is_symlink():
             os.replace(path, target)  # killed between the two renames: the old output comes back

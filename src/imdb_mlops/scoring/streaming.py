@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from imdb_mlops.common.errors import PipelineError
+from imdb_mlops.common.files import process_alive
 from imdb_mlops.scoring.inputs import Piece, read_piece
 
 AGGREGATES_KEY = b"imdb_mlops.aggregates"  # parquet metadata of each part: its drift aggregates
@@ -52,23 +53,9 @@ def remove_unfinished_parts(parts_dir: Path, wait_s: float = 15) -> None:
     deadline = time.monotonic() + wait_s
     for tmp in parts_dir.glob(".part-*.tmp"):
         writer = tmp.suffixes[-2].lstrip(".") if len(tmp.suffixes) >= 2 else ""
-        while writer.isdigit() and _alive(int(writer)) and time.monotonic() < deadline:
+        while writer.isdigit() and process_alive(int(writer)) and time.monotonic() < deadline:
             time.sleep(0.2)
         tmp.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs here (an exited child not yet waited for, a zombie, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):  # no /proc (macOS): it answered the signal
-        return True
 
 
 def part_aggregates(path: Path) -> dict[str, Any] | None:

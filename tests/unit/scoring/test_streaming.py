@@ -8,7 +8,7 @@ import sys
 import pandas as pd
 import pytest
 
-from imdb_mlops.scoring import streaming
+from imdb_mlops.common.files import process_alive
 from imdb_mlops.scoring.streaming import part_aggregates, remove_unfinished_parts, write_part
 
 
@@ -51,7 +51,7 @@ def test_a_writer_still_alive_gets_time_to_finish(tmp_path):
     leftover.write_bytes(b"PAR1 half")
     try:
         remove_unfinished_parts(tmp_path, wait_s=60)
-        assert not streaming._alive(writer.pid)  # it waited for the writer to end
+        assert not process_alive(writer.pid)  # it waited for the writer to end
         assert not leftover.exists()
     finally:
         writer.kill()
