@@ -120,8 +120,7 @@ def _piece_fields(fields: dict[str, Any]) -> dict[str, Any]:
 @contextlib.contextmanager
 def ray_session(address: str | None) -> Iterator[None]:
     """Ray connected to ``address`` (a cluster), or a local instance for this job (stopped after)."""
-    import ray
-
+    ray = _ray_without_auto_connect()
     if ray.is_initialized():
         yield
         return
@@ -139,6 +138,19 @@ def ray_session(address: str | None) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def _ray_without_auto_connect() -> Any:
+    """The ``ray`` module, with its auto-connect off in this process. Otherwise a Ray Data thread still
+    running after ``ray.shutdown()`` (the job interrupted) calls ``ray.init()`` by itself, which joins
+    the cluster last started on this machine (``/tmp/ray/ray_current_cluster``: often the instance just
+    stopped) and hangs the exit waiting for it."""
+    os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")  # read when ray is first imported
+    import ray
+    from ray._private import auto_init_hook
+
+    auto_init_hook.enable_auto_connect = False  # ray imported earlier in this process
+    return ray
 
 
 def pool_size(requested: int | None, pieces: int) -> int:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import textwrap
 
 import pandas as pd
 import pytest
@@ -56,3 +58,29 @@ def test_a_writer_still_alive_gets_time_to_finish(tmp_path):
     finally:
         writer.kill()
         writer.wait()
+
+
+def test_after_the_session_ray_calls_fail_instead_of_joining_the_last_cluster():
+    """A Ray Data thread outliving an interrupted job must not start or join a cluster by itself
+    (it would join the instance just stopped, named in /tmp/ray/ray_current_cluster, and hang)."""
+    probe = textwrap.dedent(
+        """
+        import time
+        from imdb_mlops.scoring.streaming import ray_session
+        with ray_session(None):
+            import ray
+            assert ray.get(ray.put(1)) == 1
+        started = time.monotonic()
+        try:
+            ray.put(2)
+        except Exception as exc:
+            print("refused", type(exc).__name__, round(time.monotonic() - started, 1))
+        else:
+            print("auto-connected")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_AUTO_CONNECT")}
+    proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    verdict = proc.stdout.split()
+    assert verdict[0] == "refused" and float(verdict[-1]) < 5, proc.stdout
