@@ -15,6 +15,7 @@ import requests
 from helpers import cli_env, free_port, start_logged_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="flow")]
+CHOICE_LINE = "imdb-mlops classifier: serving the "
 
 
 def children(pid: int) -> list[int]:
@@ -59,8 +60,13 @@ def test_serve_replaces_killed_workers_and_leaves_nothing_after_sigterm(flow_pro
         [sys.executable, "-m", "imdb_mlops", "serve", "--port", str(port), "--workers", "2"],
         project, env, project / f"serve-{port}.log",
     )  # fmt: skip
+    log = project / f"serve-{port}.log"
+
+    def serving() -> int:  # uvicorn logs this once a worker has loaded the model
+        return log.read_text(errors="replace").count("Application startup complete")
+
     try:
-        wait_until(lambda: ping(url) and len(workers_of(server.pid)) == 2, 120, "two workers serving")
+        wait_until(lambda: ping(url) and serving() == 2, 120, "two workers serving")
         body = {"inputs": ["awful boring dull terrible", "wonderful brilliant superb"]}
         answer = requests.post(f"{url}/invocations", json=body, timeout=30)
         assert answer.status_code == 200 and len(answer.json()["predictions"]) == 2
@@ -73,12 +79,16 @@ def test_serve_replaces_killed_workers_and_leaves_nothing_after_sigterm(flow_pro
         os.kill(first, signal.SIGKILL)  # one worker dies: the other keeps answering
         for _ in range(10):
             assert requests.post(f"{url}/invocations", json=body, timeout=30).status_code in (200, 503)
-        wait_until(lambda: len(set(workers_of(server.pid)) - {first}) == 2, 60, "the killed worker replaced")
+        wait_until(lambda: serving() == 3 and first not in workers_of(server.pid), 60, "the killed worker replaced")
         for pid in workers_of(server.pid):  # every worker dies: the supervisor brings service back
             os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: ping(url) and len(workers_of(server.pid)) == 2, 90, "service restored")
+        wait_until(lambda: ping(url) and serving() == 5, 90, "service restored")
         assert second not in workers_of(server.pid)
         assert requests.post(f"{url}/invocations", json=body, timeout=30).status_code == 200
+        # the first worker chose the variant; the second and the three replacements loaded it by name
+        loads = [line for line in log.read_text(errors="replace").splitlines() if CHOICE_LINE in line]
+        assert len(loads) == 5 and sum("(by name;" in line for line in loads) == 4, loads
+        assert len({line.split(CHOICE_LINE)[1].split()[0] for line in loads}) == 1, loads
         pids = [server.pid, *children(server.pid)]
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)

@@ -271,6 +271,7 @@ def serve(
     from imdb_mlops.serving.server import (
         SETTINGS_ENV,
         available_memory,
+        prepare_shared_dir,
         serve_settings,
         threads_per_worker,
         uvicorn_command,
@@ -296,7 +297,8 @@ def serve(
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": tracking_uri(),
-        SETTINGS_ENV: serve_settings(uri, tracking_uri(), loaded.serving),
+        # the pid survives the exec: the folder is named after the supervisor its workers share
+        SETTINGS_ENV: serve_settings(uri, tracking_uri(), loaded.serving, prepare_shared_dir(os.getpid())),
         **worker_env(threads),
     }
     sys.stderr.flush()

@@ -4,7 +4,10 @@ registered model, behind :class:`~imdb_mlops.serving.admission.AdmissionControl`
 worker processes under uvicorn's supervisor, which replaces a worker that dies.
 
 Each worker loads the model before it accepts a connection, so ``/ping`` is answered only by a
-worker that can predict. ``serving.workers`` unset: one worker per CPU as far as memory allows,
+worker that can predict. The first worker to load measures which variant is fastest here (the
+classifier's probe); the others, and every replacement of a dead worker, load that variant by name
+(:func:`load_as_chosen`): every worker gives the same answers, and a replacement serves sooner.
+``serving.workers`` unset: one worker per CPU as far as memory allows,
 at least 2 where 2 fit (a lone worker has no supervisor: uvicorn runs one worker in-process).
 """
 
@@ -12,13 +15,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from imdb_mlops.config import ServingConfig
 
 SETTINGS_ENV = "IMDB_MLOPS_SERVE_SETTINGS"  # JSON handed to the workers: model, tracking URI, limits
+SHARED_DIR_PREFIX = "imdb-mlops-serve-"  # + the server's pid: where its workers share the variant chosen
 WORKER_MEMORY = 1536 * 1024**2  # a worker with the classifier loaded (all its shipped variants), at most
 
 
@@ -33,8 +39,49 @@ def create_app() -> Any:
 
     settings = json.loads(os.environ[SETTINGS_ENV])
     mlflow.set_tracking_uri(settings["tracking_uri"])
-    model = load_pyfunc(settings["model_uri"])
+    shared = settings.get("shared_dir")
+    model = load_as_chosen(settings["model_uri"], Path(shared)) if shared else load_pyfunc(settings["model_uri"])
     return AdmissionControl(RefuseEmptyRequests(scoring_server.init(model)), ServingConfig(**settings["limits"]))
+
+
+def load_as_chosen(model_uri: str, shared: Path) -> Any:
+    """The model loaded as this server's first worker chose: the first to get here loads it with the
+    variant choice (probe) and leaves the variant in ``shared``; later workers load that variant by name.
+    A worker that dies while loading leaves no record: the next one chooses."""
+    from filelock import FileLock
+
+    from imdb_mlops.common.files import write_json
+    from imdb_mlops.registry.predict import served_choice
+    from imdb_mlops.registry.versions import load_pyfunc
+
+    record = shared / "variant.json"
+    with FileLock(shared / "variant.lock"):
+        if not record.exists():
+            model = load_pyfunc(model_uri)
+            choice = served_choice(model)
+            tmp = shared / f".variant.{os.getpid()}.tmp"
+            write_json(tmp, {"variant": choice["variant"] if choice else None})  # None: a model that does not choose
+            os.replace(tmp, record)
+            return model
+    variant = json.loads(record.read_text())["variant"]
+    if variant:
+        os.environ["IMDB_MLOPS_VARIANT"] = variant  # the classifier's by-name choice (this process only)
+    return load_pyfunc(model_uri)
+
+
+def prepare_shared_dir(server_pid: int) -> Path:
+    """A new, private folder for the workers of the server ``server_pid``; the folders of servers no
+    longer running (and one left by an earlier process with this pid) are removed first."""
+    from imdb_mlops.common.files import process_alive
+
+    temp = Path(tempfile.gettempdir())
+    for old in temp.glob(f"{SHARED_DIR_PREFIX}*"):
+        pid = old.name.removeprefix(SHARED_DIR_PREFIX)
+        if pid.isdigit() and (int(pid) == server_pid or not process_alive(int(pid))):
+            shutil.rmtree(old, ignore_errors=True)
+    shared = temp / f"{SHARED_DIR_PREFIX}{server_pid}"
+    shared.mkdir(mode=0o700)
+    return shared
 
 
 def available_memory() -> int:
@@ -92,5 +139,12 @@ def uvicorn_command(host: str, port: int, workers: int) -> list[str]:
     ]
 
 
-def serve_settings(model_uri: str, tracking_uri: str, limits: ServingConfig) -> str:
-    return json.dumps({"model_uri": model_uri, "tracking_uri": tracking_uri, "limits": limits.model_dump()})
+def serve_settings(model_uri: str, tracking_uri: str, limits: ServingConfig, shared_dir: Path | None = None) -> str:
+    return json.dumps(
+        {
+            "model_uri": model_uri,
+            "tracking_uri": tracking_uri,
+            "limits": limits.model_dump(),
+            "shared_dir": str(shared_dir) if shared_dir else None,
+        }
+    )

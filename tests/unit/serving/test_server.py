@@ -1,10 +1,17 @@
 """How many workers ``imdb-mlops serve`` starts, with how many threads, and the uvicorn command it
 becomes."""
 
+import os
+import stat
+import subprocess
+import tempfile
+
 from imdb_mlops.config import ServingConfig
 from imdb_mlops.modeling.runtimes import cpu_threads, ort_session_options
 from imdb_mlops.serving.server import (
+    SHARED_DIR_PREFIX,
     WORKER_MEMORY,
+    prepare_shared_dir,
     serve_settings,
     threads_per_worker,
     uvicorn_command,
@@ -43,3 +50,25 @@ def test_a_worker_given_its_share_runs_onnx_runtime_and_torch_with_that_many_thr
     assert ort_session_options().intra_op_num_threads == 1
     monkeypatch.setenv("IMDB_MLOPS_CPU_THREADS", "not-a-number")  # ignored: the process's own cores
     assert cpu_threads() >= 1
+
+
+def test_the_shared_folder_is_new_and_private_and_those_of_stopped_servers_go(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = _exited_pid()
+    (tmp_path / f"{SHARED_DIR_PREFIX}{dead}").mkdir()  # a server no longer running
+    alive = tmp_path / f"{SHARED_DIR_PREFIX}{os.getppid()}"  # a server still running
+    alive.mkdir()
+    mine = tmp_path / f"{SHARED_DIR_PREFIX}{os.getpid()}"
+    mine.mkdir()
+    (mine / "variant.json").write_text('{"variant": "fp32"}')  # left by an earlier process with this pid
+    other = tmp_path / f"{SHARED_DIR_PREFIX}notes"  # not one of ours: left alone
+    other.mkdir()
+    shared = prepare_shared_dir(os.getpid())
+    assert shared == mine and list(shared.iterdir()) == [] and stat.S_IMODE(shared.stat().st_mode) == 0o700
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, mine.name, other.name])
+
+
+def _exited_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
