@@ -55,11 +55,26 @@ class AdmissionControl:
             return
         self.in_flight += 1
         self.counts["admitted"] += 1
+        slot_held = True
+
+        def release() -> None:
+            nonlocal slot_held
+            if slot_held:
+                slot_held = False
+                self.in_flight -= 1
+                self._slots.release()
+
+        async def send_and_free(message: dict[str, Any]) -> None:
+            # free the slot as the last of the answer goes out, not once the app has unwound: its
+            # client may send its next request before then, and without a queue it would get a 503
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                release()
+            await send(message)
+
         try:
-            await self.app(scope, replay_body(body, receive), send)
+            await self.app(scope, replay_body(body, receive), send_and_free)
         finally:
-            self.in_flight -= 1
-            self._slots.release()
+            release()
 
     async def _read_body(self, scope: Scope, receive: Any) -> bytes | None:
         """The whole body; ``TOO_LARGE`` when it is over the limit (by its header or as it arrives);

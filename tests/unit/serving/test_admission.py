@@ -18,10 +18,11 @@ from imdb_mlops.serving.admission import AdmissionControl
 
 
 class SlowApp:
-    """Answers each request after ``seconds``; records bodies computed and the peak concurrency."""
+    """Answers each request after ``seconds``; records bodies computed and the peak concurrency.
+    ``linger``: seconds it still runs after its answer is sent (as middleware unwinding does)."""
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.computed, self.running, self.peak = seconds, [], 0, 0
+    def __init__(self, seconds: float, linger: float = 0.0) -> None:
+        self.seconds, self.linger, self.computed, self.running, self.peak = seconds, linger, [], 0, 0
 
     async def __call__(self, scope, receive, send):
         body = (await receive()).get("body", b"")
@@ -32,12 +33,13 @@ class SlowApp:
         self.running -= 1
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok " + body})
+        await asyncio.sleep(self.linger)
 
 
 @pytest.fixture
 def server(request):
     """(base URL, slow app, middleware) for ServingConfig(**request.param) in front of a 1 s app."""
-    app = SlowApp(request.param.pop("app_seconds", 1.0))
+    app = SlowApp(request.param.pop("app_seconds", 1.0), request.param.pop("linger", 0.0))
     middleware = AdmissionControl(app, ServingConfig(**request.param))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -111,3 +113,12 @@ def test_oversized_bodies_get_413_whether_declared_or_streamed(server):
     assert requests.post(f"{url}/invocations", data="x" * 1000, timeout=30).status_code == 200
     assert requests.get(f"{url}/ping", timeout=30).status_code == 200  # other paths pass through
     assert app.computed == ["x" * 1000, ""]
+
+
+@pytest.mark.parametrize("server", [{"max_queue": 0, "app_seconds": 0.0, "linger": 0.05}], indirect=True)
+def test_a_client_sending_one_request_after_another_is_never_refused_even_without_a_queue(server):
+    """The slot is free once the answer is on its way, not when the app has finished unwinding."""
+    url, app, middleware = server
+    session = requests.Session()
+    codes = [session.post(f"{url}/invocations", data=f"r{i}", timeout=30).status_code for i in range(20)]
+    assert codes == [200] * 20 and middleware.counts["rejected_busy"] == 0 and len(app.computed) == 20
