@@ -36,5 +36,8 @@ class ServingConfig(Section):
     # slot keeps a worker busy while bounding its wait to one prediction's time.
     max_queue: int = Field(1, ge=0)
     max_queue_wait_s: float = Field(10.0, gt=0)  # a request waiting longer is answered 503
+    # ... and one waiting longer than this many of the worker's typical predictions (the median of its
+    # recent ones): so an answered request takes at most about (1 + this) predictions; None: off
+    max_queue_wait_predictions: float | None = Field(1.0, gt=0)
     retry_after_s: int = Field(1, ge=1)
     max_body_bytes: int = Field(16 * 1024**2, ge=1024)  # larger request bodies: 413

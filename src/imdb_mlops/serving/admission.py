@@ -2,15 +2,20 @@
 
 A worker computes at most ``max_in_flight`` predictions at once and lets at most ``max_queue``
 more wait for a slot. A request beyond that is answered at once with HTTP 503 and ``Retry-After``,
-so clients back off instead of piling up into timeouts; one that waited ``max_queue_wait_s`` gets
-the same. A waiting request whose client hangs up is dropped without being computed. Request
-bodies over ``max_body_bytes`` are refused with 413 before they are read whole.
+so clients back off instead of piling up into timeouts; one that waited ``max_queue_wait_s``, or
+``max_queue_wait_predictions`` times the worker's typical prediction (the median of its recent
+ones), gets the same: an answered request never waits much longer than its own prediction takes.
+A waiting request whose client hangs up is dropped without being computed. Request bodies over
+``max_body_bytes`` are refused with 413 before they are read whole.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import statistics
+import time
+from collections import deque
 from typing import Any
 
 from imdb_mlops.config import ServingConfig
@@ -25,6 +30,7 @@ class AdmissionControl:
         self.waiting = 0
         self.counts = {"admitted": 0, "rejected_busy": 0, "rejected_waited": 0, "dropped_gone": 0, "too_large": 0}
         self._slots: asyncio.Semaphore | None = None
+        self.recent_s: deque[float] = deque(maxlen=64)  # seconds of the latest admitted requests
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] not in self.paths:
@@ -45,17 +51,18 @@ class AdmissionControl:
             self.counts["rejected_busy"] += 1
             await self._busy(send, "server busy: every slot taken and the queue full; retry later")
             return
-        admitted = await self._wait_for_slot(receive)
+        limit_s = self.wait_limit_s()
+        admitted = await self._wait_for_slot(receive, limit_s)
         if admitted is None:
             self.counts["dropped_gone"] += 1
             return  # the client hung up while waiting: nothing computed, nobody to answer
         if not admitted:
             self.counts["rejected_waited"] += 1
-            await self._busy(send, f"server busy: no slot within {self.limits.max_queue_wait_s} s; retry later")
+            await self._busy(send, f"server busy: no slot within {limit_s:.3g} s; retry later")
             return
         self.in_flight += 1
         self.counts["admitted"] += 1
-        slot_held = True
+        slot_held, began = True, time.monotonic()
 
         def release() -> None:
             nonlocal slot_held
@@ -63,6 +70,7 @@ class AdmissionControl:
                 slot_held = False
                 self.in_flight -= 1
                 self._slots.release()
+                self.recent_s.append(time.monotonic() - began)
 
         async def send_and_free(message: dict[str, Any]) -> None:
             # free the slot as the last of the answer goes out, not once the app has unwound: its
@@ -85,7 +93,7 @@ class AdmissionControl:
             return TOO_LARGE
         return await receive_body(receive, self.limits.max_body_bytes)
 
-    async def _wait_for_slot(self, receive: Any) -> bool | None:
+    async def _wait_for_slot(self, receive: Any, limit_s: float) -> bool | None:
         """True once a slot is held; False when none came in time; None when the client left."""
         assert self._slots is not None
         if not self._slots.locked():
@@ -95,9 +103,7 @@ class AdmissionControl:
         acquire = asyncio.ensure_future(self._slots.acquire())
         gone = asyncio.ensure_future(_disconnected(receive))
         try:
-            done, _ = await asyncio.wait(
-                {acquire, gone}, timeout=self.limits.max_queue_wait_s, return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait({acquire, gone}, timeout=limit_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.waiting -= 1
             gone.cancel()
@@ -111,6 +117,14 @@ class AdmissionControl:
         if with_slot:  # acquired in the instant it was given up
             self._slots.release()
         return None if gone in done else False
+
+    def wait_limit_s(self) -> float:
+        """How long a request may wait for a slot: ``max_queue_wait_s``, or less once this worker has
+        a typical prediction time (after 5 predictions)."""
+        limit, times = self.limits.max_queue_wait_s, self.limits.max_queue_wait_predictions
+        if times is None or len(self.recent_s) < 5:
+            return limit
+        return min(limit, times * statistics.median(self.recent_s))
 
     async def _busy(self, send: Any, message: str) -> None:
         await respond(send, 503, message, "SERVER_BUSY", [(b"retry-after", str(self.limits.retry_after_s).encode())])

@@ -29,7 +29,7 @@ class SlowApp:
         self.running += 1
         self.peak = max(self.peak, self.running)
         self.computed.append(body.decode())
-        await asyncio.sleep(self.seconds)
+        await asyncio.sleep(float(body[6:]) if body.startswith(b"sleep=") else self.seconds)
         self.running -= 1
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok " + body})
@@ -122,3 +122,23 @@ def test_a_client_sending_one_request_after_another_is_never_refused_even_withou
     session = requests.Session()
     codes = [session.post(f"{url}/invocations", data=f"r{i}", timeout=30).status_code for i in range(20)]
     assert codes == [200] * 20 and middleware.counts["rejected_busy"] == 0 and len(app.computed) == 20
+
+
+@pytest.mark.parametrize("server", [{"max_queue": 1, "app_seconds": 0.1}], indirect=True)
+def test_a_request_waiting_longer_than_a_typical_prediction_gets_503_at_once(server):
+    """Behind an unusually long prediction (1 s against a typical 0.1 s), a waiting request is
+    refused after about one typical prediction, not kept waiting for the slot."""
+    url, app, middleware = server
+    for i in range(5):  # the worker learns its typical prediction time
+        assert post(url, f"r{i}")[0].status_code == 200
+    assert 0.09 <= middleware.wait_limit_s() < 0.3
+    with ThreadPoolExecutor(1) as pool:
+        long = pool.submit(post, url, "sleep=1.0")
+        while len(app.computed) < 6:
+            time.sleep(0.01)
+        sent = time.monotonic()
+        waiting, answered = post(url, "behind")
+        assert waiting.status_code == 503 and answered - sent < 0.6
+        assert "no slot within 0.1" in waiting.json()["message"] and waiting.headers["Retry-After"] == "1"
+        assert long.result()[0].status_code == 200
+    assert "behind" not in app.computed and middleware.counts["rejected_waited"] == 1
