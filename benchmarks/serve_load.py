@@ -115,7 +115,9 @@ def per_review_ratios(answered: list[tuple[int, float]], idle: list[float]) -> d
     ratios = sorted(t / idle[i] for i, t in answered)
     if not ratios:
         return {}
+    worst_review, worst_s = max(answered, key=lambda pair: pair[1] / idle[pair[0]])
     return {
+        "worst": {"alone_s": round(idle[worst_review], 3), "answered_s": round(worst_s, 3)},
         "requests": len(ratios),
         "p50": round(ratios[len(ratios) // 2], 2),
         "p99": round(ratios[min(len(ratios) - 1, int(0.99 * len(ratios)))], 2),
