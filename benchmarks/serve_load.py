@@ -222,11 +222,20 @@ def main() -> None:
             def kill_one() -> None:
                 time.sleep(args.seconds / 3)
                 victim, ready = workers_of(server.pid)[0], workers_ready()
+                before = log_path.read_text(errors="replace")
                 os.kill(victim, signal.SIGKILL)
                 start = time.monotonic()
-                while workers_ready() == ready and time.monotonic() - start < 120:  # the replacement serving
+                seen: dict[str, float] = {}  # when each supervisor line first appeared (0.2 s polling)
+                while True:
+                    new = log_path.read_text(errors="replace")[len(before) :]
+                    for step, line in (("died_s", "died"), ("loaded_s", "Started server process")):
+                        if step not in seen and line in new:
+                            seen[step] = round(time.monotonic() - start, 1)
+                    if workers_ready() > ready or time.monotonic() - start > 120:  # the replacement serving
+                        break
                     time.sleep(0.2)
                 killed["back_to_full_s"] = round(time.monotonic() - start, 1)
+                killed["replacement_steps"] = seen  # the supervisor noticed; the new worker had loaded the model
 
             row = printable(drive(url, texts, best["clients"], args.seconds, during=kill_one))
             results["worker_killed"] = {
