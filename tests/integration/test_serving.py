@@ -56,11 +56,10 @@ def test_serve_replaces_killed_workers_and_leaves_nothing_after_sigterm(flow_pro
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = cli_env(MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}")
-    server = start_logged_server(
-        [sys.executable, "-m", "imdb_mlops", "serve", "--port", str(port), "--workers", "2"],
-        project, env, project / f"serve-{port}.log",
-    )  # fmt: skip
     log = project / f"serve-{port}.log"
+    server = start_logged_server(
+        [sys.executable, "-m", "imdb_mlops", "serve", "--port", str(port), "--workers", "2"], project, env, log
+    )
 
     def serving() -> int:  # uvicorn logs this once a worker has loaded the model
         return log.read_text(errors="replace").count("Application startup complete")

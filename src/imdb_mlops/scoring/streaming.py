@@ -145,11 +145,11 @@ def _ray_without_auto_connect() -> Any:
     running after ``ray.shutdown()`` (the job interrupted) calls ``ray.init()`` by itself, which joins
     the cluster last started on this machine (``/tmp/ray/ray_current_cluster``: often the instance just
     stopped) and hangs the exit waiting for it."""
-    os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")  # read when ray is first imported
     import ray
     from ray._private import auto_init_hook
 
-    auto_init_hook.enable_auto_connect = False  # ray imported earlier in this process
+    # the flag RAY_ENABLE_AUTO_CONNECT=0 sets at import, set here whether or not ray was imported before
+    auto_init_hook.enable_auto_connect = False
     return ray
 
 
