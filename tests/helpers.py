@@ -51,6 +51,9 @@ def cli_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update({"DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1", "HF_HUB_DISABLE_TELEMETRY": "1"})
+    # an `mlflow server` otherwise starts MLflow's job runner: 7 huey consumers that took most of a
+    # core while idle here; no test uses MLflow jobs (webhooks are delivered by the server's threads)
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     env.update(extra)
     return env
 
