@@ -62,6 +62,10 @@ def test_a_colleague_reproduces_the_champion_from_its_experiment(tmp_path, minil
             "train.learning_rate": 1e-3,
             "evaluate.bootstrap_samples": 100,
             "registry.behaviour_min_pass": None,  # six steps of training know little English
+            # what this test does not look at, kept short (as in the other tiny pipelines)
+            "tracking.system_metrics": False,
+            "export.latency_samples": 8,
+            "export.torch_bf16": False,
         },
     )
     run(["git", "commit", "-qam", "tiny params"], project)
