@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -354,6 +355,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until(check: Callable[[], object], seconds: float, what: str, every_s: float = 0.2) -> None:
+    """Poll ``check`` until it is true; an AssertionError naming ``what`` after ``seconds`` (a test
+    never waits without a deadline: a condition that cannot come any more would hang the run)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(every_s)
+    raise AssertionError(f"not within {seconds} s: {what}")
 
 
 def wait_for(url: str, process: subprocess.Popen, timeout_s: float = 90) -> None:

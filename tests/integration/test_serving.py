@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from helpers import cli_env, free_port, start_logged_server
+from helpers import cli_env, free_port, start_logged_server, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="flow")]
 CHOICE_LINE = "imdb-mlops classifier: serving the "
@@ -33,15 +32,6 @@ def children(pid: int) -> list[int]:
 def workers_of(pid: int) -> list[int]:
     """uvicorn's worker processes (its multiprocessing helper aside)."""
     return [c for c in children(pid) if b"resource_tracker" not in Path(f"/proc/{c}/cmdline").read_bytes()]
-
-
-def wait_until(check, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"not within {seconds} s: {what}")
 
 
 def ping(url: str) -> bool:

@@ -13,6 +13,7 @@ import pytest
 import requests
 import uvicorn
 
+from helpers import wait_until
 from imdb_mlops.config import ServingConfig
 from imdb_mlops.serving.admission import AdmissionControl
 
@@ -48,8 +49,8 @@ def server(request):
     instance = uvicorn.Server(config)
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()
-    while not instance.started:
-        time.sleep(0.02)
+    wait_until(lambda: instance.started or not thread.is_alive(), 30, "uvicorn started", every_s=0.02)
+    assert instance.started, f"uvicorn did not start on port {port}"
     yield f"http://127.0.0.1:{port}", app, middleware
     instance.should_exit = True
     thread.join(timeout=10)
@@ -74,18 +75,17 @@ def test_beyond_the_slot_and_the_queue_requests_get_503_with_retry_after_before_
     assert middleware.counts["rejected_busy"] == 4 and middleware.counts["admitted"] == 2
 
 
-@pytest.mark.parametrize("server", [{"max_in_flight": 1, "max_queue": 2}], indirect=True)
+# "kept" is computed for 3 s: time enough, on a busy machine, for "gone" to be queued behind it
+@pytest.mark.parametrize("server", [{"max_in_flight": 1, "max_queue": 2, "app_seconds": 3.0}], indirect=True)
 def test_a_waiting_request_whose_client_hangs_up_is_not_computed(server):
     url, app, middleware = server
     with ThreadPoolExecutor(1) as pool:
         first = pool.submit(post, url, "kept")
-        while not app.computed:
-            time.sleep(0.01)
+        wait_until(lambda: app.computed, 30, "the first request computed", every_s=0.01)
         host, port = url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port))) as gone:  # waits behind "kept", then hangs up
             gone.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\ngone")
-            while middleware.waiting == 0:
-                time.sleep(0.01)
+            wait_until(lambda: middleware.waiting > 0, 3, "the second request queued", every_s=0.01)
         assert first.result()[0].status_code == 200
     after = requests.post(f"{url}/invocations", data="after", timeout=30)
     assert after.status_code == 200
@@ -134,8 +134,7 @@ def test_a_request_waiting_longer_than_a_typical_prediction_gets_503_at_once(ser
     assert 0.09 <= middleware.wait_limit_s() < 0.3
     with ThreadPoolExecutor(1) as pool:
         long = pool.submit(post, url, "sleep=1.0")
-        while len(app.computed) < 6:
-            time.sleep(0.01)
+        wait_until(lambda: len(app.computed) >= 6, 30, "the long prediction started", every_s=0.01)
         sent = time.monotonic()
         waiting, answered = post(url, "behind")
         assert waiting.status_code == 503 and answered - sent < 0.6
