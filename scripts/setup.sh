@@ -19,7 +19,6 @@ UV_VERSION=0.13.9
 .venv/bin/python -m pip install --quiet "uv==$UV_VERSION" || true
 FIND_LINKS=()
 for where in ${PIP_FIND_LINKS:-} $(.venv/bin/python -m pip config get global.find-links 2>/dev/null || true); do
-  where=${where//\'/}
   if [ -d "$where" ] || [[ "$where" == http* ]]; then FIND_LINKS+=(--find-links "$where"); fi
 done
 install() {

@@ -357,13 +357,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(check: Callable[[], object], seconds: float, what: str, every_s: float = 0.2) -> None:
-    """Poll ``check`` until it is true; an AssertionError naming ``what`` after ``seconds`` (a test
-    never waits without a deadline: a condition that cannot come any more would hang the run)."""
+def wait_until(check: Callable[[], Any], seconds: float, what: str, every_s: float = 0.2) -> Any:
+    """Poll ``check`` until it gives a true value, and return that; an AssertionError naming ``what``
+    after ``seconds`` (a test never waits without a deadline: a condition that cannot come any more
+    would hang the run)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if check():
-            return
+        value = check()
+        if value:
+            return value
         time.sleep(every_s)
     raise AssertionError(f"not within {seconds} s: {what}")
 

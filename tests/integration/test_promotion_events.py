@@ -10,12 +10,11 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
 
-from helpers import cli_env, free_port, make_reviews, run, run_cli, start_mlflow_server, wait_for
+from helpers import cli_env, free_port, make_reviews, run, run_cli, start_mlflow_server, wait_for, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="flow")]
 MODEL = "imdb-sentiment"
@@ -35,16 +34,6 @@ def stop(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:  # a loaded machine: do not fail the test on shutdown
         process.kill()
         process.wait(timeout=30)
-
-
-def wait_until(check, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not within {timeout_s} s")
 
 
 @pytest.fixture
@@ -84,7 +73,12 @@ def servers(flow_project, tmp_path):
         set_tracking_uri(uri)
         first = client.get_model_version(MODEL, "1")
         second = register_model(first.source, MODEL)  # the same logged model again: version 2
-        wait_until(lambda: client.get_model_version(MODEL, second.version).status == "READY", 30, "version 2 READY")
+        wait_until(
+            lambda: client.get_model_version(MODEL, second.version).status == "READY",
+            30,
+            "version 2 READY",
+            every_s=0.5,
+        )
         wait_for(f"http://127.0.0.1:{receiver_port}/health", receiver)
         yield {"project": project, "env": env, "client": client, "receiver_port": receiver_port, "tmp": tmp_path}
     finally:
@@ -139,7 +133,9 @@ def test_a_champion_set_through_the_rest_api_reaches_history_rollback_and_a_resc
             timeout=10,
         )
         assert answer.status_code == 200, answer.text
-        moved = wait_until(lambda: len(history(project, env)) == 2 and history(project, env), 10, "UI move in history")
+        moved = wait_until(
+            lambda: len(history(project, env)) == 2 and history(project, env), 10, "UI move in history", every_s=0.5
+        )
         assert moved[-1] | {"at": None, "id": None, "delivery_id": None} == {
             "action": "set", "version": "2", "previous": "1", "source": "ui/rest", "at": None, "id": None,
             "delivery_id": None, "reason": "alias set in the MLflow UI or REST API", "prefect_event": "emitted",
@@ -151,7 +147,10 @@ def test_a_champion_set_through_the_rest_api_reaches_history_rollback_and_a_resc
         assert "champion 2 -> 1 (rolled back)" in rolled.stdout
         assert str(client.get_registered_model(MODEL).aliases["champion"]) == "1"
         after = wait_until(
-            lambda: (h := history(project, env))[-1].get("prefect_event") == "emitted" and h, 10, "rollback announced"
+            lambda: (h := history(project, env))[-1].get("prefect_event") == "emitted" and h,
+            10,
+            "rollback announced",
+            every_s=0.5,
         )
         assert [(e["source"], e["version"]) for e in after] == [
             ("register-stage", "1"),
@@ -163,7 +162,7 @@ def test_a_champion_set_through_the_rest_api_reaches_history_rollback_and_a_resc
             runs = [r for r in flow_runs_of("rescore-on-champion") if r.parameters.get("version") == "2"]
             return runs if runs and runs[0].state.is_final() else None
 
-        runs = wait_until(completed_rescoring, 240, "the triggered re-scoring flow run")
+        runs = wait_until(completed_rescoring, 240, "the triggered re-scoring flow run", every_s=0.5)
         assert runs[0].state.is_completed(), runs[0].state
         assert runs[0].parameters == {"version": "2", "previous_version": "1", "project_dir": str(project)}
         artifact = Artifact.get("imdb-champion-comparison")
