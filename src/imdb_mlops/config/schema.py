@@ -146,6 +146,10 @@ class TrainConfig(_Section):
     # Dropout on attention weights; null keeps the checkpoint's. 0 lets SDPA use its fused
     # kernels, about a third faster per step on CPU at 256 tokens.
     attention_dropout: float | None = Field(None, ge=0, lt=1)
+    # Keep the bottom of the pretrained encoder as it is: null trains every weight; 0 freezes the
+    # embeddings; N freezes the embeddings and the bottom N layers. Frozen parts need no gradient, so
+    # their backward pass is skipped (3 of MiniLM's 6 layers: about 0.6x the step time on CPU).
+    frozen_layers: int | None = Field(None, ge=0)
     dataloader_num_workers: int = Field(0, ge=0)
     # Delete the resumable checkpoints once the model is saved.
     delete_checkpoints: bool = True

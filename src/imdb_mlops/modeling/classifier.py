@@ -54,6 +54,33 @@ def load_pretrained_classifier(source: str, name: str, vocab_size: int, attentio
     return model
 
 
+def freeze_bottom(model: Any, frozen_layers: int | None) -> int:
+    """Turn off the gradient of the embeddings and the bottom ``frozen_layers`` encoder layers
+    (``train.frozen_layers``; null leaves everything trainable). Returns the trainable parameters."""
+    if frozen_layers is not None:
+        layers = encoder_layers(model)
+        if frozen_layers > len(layers):
+            raise PipelineError(
+                f"train.frozen_layers: {frozen_layers} exceeds the model's {len(layers)} encoder layers"
+            )
+        for module in [model.get_input_embeddings(), model.base_model.embeddings, *layers[:frozen_layers]]:
+            for parameter in module.parameters():
+                parameter.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def encoder_layers(model: Any) -> Any:
+    """The stack of encoder layers of a BERT- or DistilBERT-like classifier (its ModuleList with
+    one entry per hidden layer)."""
+    import torch
+
+    count = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layers", None)
+    for module in model.base_model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == count:
+            return module
+    raise PipelineError(f"train.frozen_layers: cannot find the encoder layers of {type(model).__name__}")
+
+
 def load_trained_classifier(model_dir: Path, attn_implementation: str | None = None) -> tuple[Any, Any]:
     """A classifier checkpoint written by the train stage, in eval mode, and its tokenizer.
     ``attn_implementation="eager"`` gives plain MatMul/Softmax attention (ONNX export, attention maps)."""

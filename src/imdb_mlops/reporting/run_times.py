@@ -32,8 +32,13 @@ def choices(reports: Path = REPORTS) -> list[tuple[str, str]]:
     finetune = generation.get("training") or {}
     rows = []
     if train:
+        trainable, every = train.get("trainable_parameters"), train.get("parameters")
+        share = f", {trainable / every:.0%} of the weights trained" if trainable and every and trainable < every else ""
         rows.append(
-            ("classifier training", f"{train.get('precision')}, {train.get('train_samples_per_second')} samples/s")
+            (
+                "classifier training",
+                f"{train.get('precision')}, {train.get('train_samples_per_second')} samples/s{share}",
+            )
         )
     if onnx:
         shipped, bits = onnx.get("shipped", []), onnx.get("int8_weight_bits")

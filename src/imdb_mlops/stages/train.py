@@ -33,7 +33,7 @@ from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.common.files import atomic_outputs, read_json, refuse_foreign_targets, write_json
 from imdb_mlops.config import Params
 from imdb_mlops.modeling.capabilities import capability_tags, choose_precision
-from imdb_mlops.modeling.classifier import load_pretrained_classifier
+from imdb_mlops.modeling.classifier import freeze_bottom, load_pretrained_classifier
 from imdb_mlops.modeling.estimate import cpu_training_message
 from imdb_mlops.modeling.finetuning import (
     CHECKPOINT_ROOT,
@@ -124,6 +124,7 @@ def train(
     tokenized = load_from_disk(str(tokenized_dir))
     transformers.set_seed(params.seed)  # before the classification head is initialised
     model = load_pretrained_classifier(model_source, params.model.name, len(tokenizer), cfg.attention_dropout)
+    freeze_bottom(model, cfg.frozen_layers)
 
     device = device_name()
     precision = choose_precision(cfg.precision, device)
@@ -254,6 +255,9 @@ def training_summary(
         "global_step": trainer.state.global_step,
         "epochs_completed": round(trainer.state.epoch or 0.0, 3),
         "best_checkpoint_step": step_of(trainer.state.best_model_checkpoint),
+        # fewer than the model's weights where train.frozen_layers keeps the bottom of the encoder
+        "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "parameters": sum(p.numel() for p in trainer.model.parameters()),
         "validation": {
             k.removeprefix("eval_"): v
             for k, v in final.items()

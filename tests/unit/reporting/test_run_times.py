@@ -36,3 +36,13 @@ def test_int8_weight_bits_are_shown_only_when_int8_shipped(tmp_path):
     (tmp_path / "onnx.json").write_text(json.dumps({"shipped": ["fp32", "torch_bf16"], "int8_weight_bits": 8}))
     text = rendered(run_time_table(StageClock(), 10.0, expected=None, code=0, reports=tmp_path))
     assert "fp32, torch_bf16" in text and "8-bit" not in text
+
+
+def test_a_partly_frozen_classifier_shows_the_share_of_weights_it_trained(tmp_path):
+    train = {"precision": "fp32", "train_samples_per_second": 12.0, "trainable_parameters": 7_246_466,
+             "parameters": 22_713_986}  # fmt: skip
+    (tmp_path / "train_metrics.json").write_text(json.dumps(train))
+    text = rendered(run_time_table(StageClock(), 10.0, expected=None, code=0, reports=tmp_path))
+    assert "fp32, 12.0 samples/s, 32% of the weights trained" in text
+    (tmp_path / "train_metrics.json").write_text(json.dumps(train | {"trainable_parameters": 22_713_986}))
+    assert "weights trained" not in rendered(run_time_table(StageClock(), 10.0, None, 0, reports=tmp_path))
