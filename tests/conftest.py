@@ -15,7 +15,6 @@ from helpers import (
     SHARED_IMDB,
     TINY_GENERATION_PARAMS,
     TINY_PIPELINE_PARAMS,
-    free_port,
     make_project_copy,
     run,
     save_tiny_distilbert,
@@ -23,6 +22,7 @@ from helpers import (
     set_params,
     write_hub_layout,
 )
+from servers import free_port
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,8 @@ import sys
 import pytest
 import requests
 
-from helpers import cli_env, free_port, make_reviews, run, run_cli, start_mlflow_server, wait_for, wait_until
+from helpers import cli_env, make_reviews, run, run_cli
+from servers import free_port, start_mlflow_server, wait_for, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="flow")]
 MODEL = "imdb-sentiment"

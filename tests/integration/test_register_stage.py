@@ -15,18 +15,7 @@ import pytest
 import requests
 import yaml
 
-from helpers import (
-    REPO_ROOT,
-    cli_env,
-    free_port,
-    run_cli,
-    save_tiny_distilbert,
-    start_logged_server,
-    start_mlflow_server,
-    stop_server,
-    wait_for,
-    write_hub_layout,
-)
+from helpers import REPO_ROOT, cli_env, run_cli, save_tiny_distilbert, write_hub_layout
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.config import Params, validate_params
 from imdb_mlops.registry.aliases import rollback
@@ -37,6 +26,7 @@ from imdb_mlops.stages.ingest import ingest
 from imdb_mlops.stages.register import register
 from imdb_mlops.stages.tokenize import tokenize
 from imdb_mlops.stages.train import train
+from servers import free_port, start_logged_server, start_mlflow_server, stop_server, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="registry")]
 MODEL = "imdb-sentiment"

@@ -8,7 +8,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from imdb_mlops.registry.versions import load_pyfunc
 from imdb_mlops.scoring.inputs import read_new_reviews
 from imdb_mlops.scoring.streaming import part_aggregates
 from imdb_mlops.stages.score import score
+from servers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="flow")]
 ROWS_PER_PART = 50
@@ -153,12 +153,6 @@ def test_ctrl_c_stops_the_job_within_seconds_and_leaves_nothing_running(scoring_
     assert not (out / "drift.json").exists()
     for part in (out / "predictions.parquet").iterdir():  # every part whole
         assert part.name.startswith("part-") and len(pd.read_parquet(part)) > 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ray_node(args: list[str], env: dict[str, str]) -> subprocess.Popen:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import cli_env, free_port, start_logged_server, wait_until
+from helpers import cli_env
+from servers import free_port, start_logged_server, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="flow")]
 CHOICE_LINE = "imdb-mlops classifier: serving the "

@@ -11,19 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import (
-    TINY_PIPELINE_PARAMS,
-    cli_env,
-    free_port,
-    make_project_copy,
-    run,
-    run_cli,
-    server_output,
-    set_params,
-    start_logged_server,
-    stop_server,
-    write_hub_layout,
-)
+from helpers import TINY_PIPELINE_PARAMS, cli_env, make_project_copy, run, run_cli, set_params, write_hub_layout
+from servers import free_port, server_output, start_logged_server, stop_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="stores")]
 

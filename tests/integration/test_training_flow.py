@@ -17,9 +17,10 @@ import pytest
 import requests
 import yaml
 
-from helpers import REPO_ROOT, cli_env, free_port, run, start_mlflow_server, wait_for
+from helpers import REPO_ROOT, cli_env, run
 from imdb_mlops.common.errors import ParamsError
 from imdb_mlops.orchestration.dvc_stages import needs_dvc, stage_error, stage_order, upstream
+from servers import free_port, start_mlflow_server, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="flow")]
 STAGES = ["ingest", "tokenize", "train", "evaluate", "export", "generate", "register"]

@@ -150,6 +150,8 @@ def as_yaml_scalar(value: Any) -> str:
     """``value`` as the text of a ``-S KEY=VALUE`` argument that reads back as the same value."""
     if value is None:
         return "null"
+    if isinstance(value, (list, tuple)):  # a profile's list (export.int8_keep_fp32): [a,b], as DVC's -S reads lists
+        return "[" + ",".join(as_yaml_scalar(item) for item in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):

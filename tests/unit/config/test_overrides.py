@@ -29,3 +29,14 @@ def test_an_assignment_without_equals_is_refused():
 def test_floats_are_written_so_pyyaml_reads_them_back_as_floats(value):
     text = as_yaml_scalar(value)
     assert yaml.safe_load(text) == value and isinstance(yaml.safe_load(text), float), text
+
+
+def test_a_list_is_written_as_one_that_dvc_and_the_project_both_read_back():
+    """A profile's list (export.int8_keep_fp32) goes to `dvc exp run -S` as `[a,b]`: DVC parses -S
+    with Hydra's override grammar, the project's own validation with YAML; both get the list back."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    value = ["head", "ffn_output.0", "a b", "3"]
+    text = as_yaml_scalar(value)
+    assert OverridesParser.create().parse_override(f"export.int8_keep_fp32={text}").value() == value
+    assert parse_assignments([f"export.int8_keep_fp32={text}"]) == {"export.int8_keep_fp32": value}

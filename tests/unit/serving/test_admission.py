@@ -13,9 +13,9 @@ import pytest
 import requests
 import uvicorn
 
-from helpers import wait_until
 from imdb_mlops.config import ServingConfig
 from imdb_mlops.serving.admission import AdmissionControl
+from servers import wait_until
 
 
 class SlowApp:

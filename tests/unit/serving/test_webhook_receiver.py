@@ -10,13 +10,14 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
-from helpers import free_port, sqlite_registry
+from helpers import sqlite_registry
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.registry.aliases import promote
 from imdb_mlops.registry.champion_events import ChampionEvents
 from imdb_mlops.registry.history import history_entries
 from imdb_mlops.registry.webhooks import check_webhook_url, signature
 from imdb_mlops.serving.webhook_receiver import WEBHOOK_PATH, create_app
+from servers import free_port
 
 MODEL = "imdb-sentiment"
 SECRET = "s3cret"
