@@ -81,6 +81,30 @@ def test_outputs_are_safetensors_with_named_labels(workdir, tiny_distilbert):
     assert not (workdir / "models" / "checkpoints").exists() or not any((workdir / "models" / "checkpoints").iterdir())
 
 
+def test_frozen_layers_keep_the_pretrained_bottom_and_save_every_weight_as_safetensors(workdir, tiny_distilbert):
+    """train.frozen_layers: 1 on a 2-layer model: the saved checkpoint (plain safetensors, loaded as
+    the served model loads it) holds the pretrained embeddings and layer 0 bit for bit, a trained
+    layer 1, and the report counts the weights that trained."""
+    from safetensors.torch import load_file
+
+    from imdb_mlops.modeling.classifier import load_trained_classifier
+
+    summary = run_train(make_params(tiny_distilbert, workdir / "imdb", frozen_layers=1))
+    pretrained = load_file(tiny_distilbert / "model.safetensors")
+    trained = {
+        k.removeprefix("distilbert."): v for k, v in load_file(workdir / "models/classifier/model.safetensors").items()
+    }
+    bottom = [k for k in pretrained if k.startswith(("embeddings.", "transformer.layer.0."))]
+    top = [k for k in pretrained if k.startswith("transformer.layer.1.") and k.endswith("weight")]
+    assert bottom and top
+    assert all(torch.equal(pretrained[k], trained[k]) for k in bottom)
+    assert all(not torch.equal(pretrained[k], trained[k]) for k in top)
+    frozen = sum(pretrained[k].numel() for k in bottom)
+    assert summary["trainable_parameters"] == summary["parameters"] - frozen
+    model, tokenizer = load_trained_classifier(workdir / "models" / "classifier")
+    assert model(**tokenizer(["a fine film"], return_tensors="pt")).logits.shape == (1, 2)
+
+
 def test_same_params_same_metrics_on_cpu(workdir, tiny_distilbert):
     params = make_params(tiny_distilbert, workdir / "imdb")
     first = run_train(params, "-a")
