@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from helpers import cli_env, make_reviews, run, run_cli
-from servers import free_port, start_mlflow_server, wait_for, wait_until
+from servers import free_port, start_mlflow_server, stop_server, wait_for, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="flow")]
 MODEL = "imdb-sentiment"
@@ -26,15 +26,6 @@ def history(project, env):
     proc = run_cli("registry", "history", "--json", cwd=project, **env)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:  # a loaded machine: do not fail the test on shutdown
-        process.kill()
-        process.wait(timeout=30)
 
 
 @pytest.fixture
@@ -84,7 +75,7 @@ def servers(flow_project, tmp_path):
         yield {"project": project, "env": env, "client": client, "receiver_port": receiver_port, "tmp": tmp_path}
     finally:
         for process in (p for p in (receiver, server) if p is not None):
-            stop(process)
+            stop_server(process)
         log.close()
 
 
@@ -173,7 +164,7 @@ def test_a_champion_set_through_the_rest_api_reaches_history_rollback_and_a_resc
         assert len(comparisons) == 1
         assert json.loads(comparisons[0].read_text())["new_version"] == "2"
     finally:
-        stop(worker)
+        stop_server(worker)
         worker_log.close()
         shutil.rmtree(project / "scores", ignore_errors=True)
         shutil.rmtree(project / "rescores", ignore_errors=True)

@@ -20,7 +20,7 @@ import yaml
 from helpers import REPO_ROOT, cli_env, run
 from imdb_mlops.common.errors import ParamsError
 from imdb_mlops.orchestration.dvc_stages import needs_dvc, stage_error, stage_order, upstream
-from servers import free_port, start_mlflow_server, wait_for
+from servers import free_port, start_mlflow_server, stop_server, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="flow")]
 STAGES = ["ingest", "tokenize", "train", "evaluate", "export", "generate", "register"]
@@ -131,8 +131,7 @@ def test_a_stage_that_fails_once_succeeds_on_retry(flow_project, monkeypatch):
     finally:
         helper.join(timeout=60)
         if "server" in started:
-            started["server"].terminate()
-            started["server"].wait(timeout=30)
+            stop_server(started["server"])
     ran = {s["stage"]: s["ran"] for s in result["stages"]}
     assert ran == {**{s: False for s in STAGES}, "register": True}
     assert result["gate"] == {"action": "already_registered"} and result["version"] == 1
@@ -313,11 +312,7 @@ def test_deployment_runs_on_a_real_server_and_process_worker(flow_project, tmp_p
     finally:
         for process in (worker, server):
             if process is not None:
-                process.terminate()
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+                stop_server(process)
 
 
 def test_prefect_yaml_declares_weekly_training_and_daily_scoring():

@@ -63,7 +63,7 @@ def freeze_bottom(model: Any, frozen_layers: int | None) -> int:
             raise PipelineError(
                 f"train.frozen_layers: {frozen_layers} exceeds the model's {len(layers)} encoder layers"
             )
-        for module in [model.get_input_embeddings(), model.base_model.embeddings, *layers[:frozen_layers]]:
+        for module in [model.base_model.embeddings, *layers[:frozen_layers]]:  # word embeddings included
             for parameter in module.parameters():
                 parameter.requires_grad_(False)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
