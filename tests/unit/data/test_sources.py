@@ -106,6 +106,13 @@ def test_a_latin1_csv_reads_whole_with_data_encoding(tmp_path):
 def test_hub_offline_switch_still_gives_the_offline_advice(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    # The libraries read the switch once, at import: a process started with it has these set (an
+    # earlier test in this worker imported them without it, and they would try the network instead).
+    import datasets.config
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     with pytest.raises(PipelineError, match=r"data.source: .*stanfordnlp/imdb.*imdb-mlops exp-run --offline"):
         read("stanfordnlp/imdb")
 
