@@ -24,6 +24,12 @@ from helpers import (
 )
 from servers import free_port
 
+# Two xdist workers share the machine's cores: each process, and each stage subprocess, server and Ray
+# worker it starts (they inherit this), computes on one thread, so no PyTorch or ONNX Runtime thread
+# pool spins waiting for a core that another process holds. A test that needs more sets its own.
+for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "IMDB_MLOPS_CPU_THREADS"):
+    os.environ.setdefault(_name, "1")
+
 
 @pytest.fixture(autouse=True)
 def _hub_online_unless_a_test_says(monkeypatch):

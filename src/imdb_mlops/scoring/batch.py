@@ -76,10 +76,10 @@ def score_batch(
                 "chunk": registry.max_texts_per_request,
                 "truncate_chars": registry.max_text_chars,  # over-long reviews: scored on their start
             }
-            with ray_session(address):
-                for part, aggregates in score_pieces(
-                    todo, uri, _actor_tracking_uri(project_dir), settings, cfg.workers
-                ):
+            pieces_scored = score_pieces(todo, uri, _actor_tracking_uri(project_dir), settings, cfg.workers)
+            # closed (its Ray Data executor stopped) before Ray is, whatever stops the loop
+            with ray_session(address), contextlib.closing(pieces_scored):
+                for part, aggregates in pieces_scored:
                     done[part] = aggregates
         current = merge_aggregates(done[part] for _, part in plan)
         if current["rows"] == 0:

@@ -13,8 +13,10 @@ reach the tracking server and the artifact store, and the output folder (a share
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -191,9 +193,21 @@ def score_pieces(
             for row in scored.iter_rows():
                 yield Path(row["part"]), json.loads(row["aggregates"])
         except ray.exceptions.RayError as exc:
+            _release_stopped_iterators(exc)
             if interrupted:  # Ctrl-C reached the actors too (same process group): an interruption, not a failure
                 raise KeyboardInterrupt from None
             raise _pipeline_error(exc) from None
+        except BaseException as exc:  # KeyboardInterrupt above all
+            _release_stopped_iterators(exc)
+            raise
+
+
+def _release_stopped_iterators(exc: BaseException) -> None:
+    """Free what the frames of an interrupted or failed iteration hold (Ray Data's executor), so that
+    it stops now, while Ray is up. Kept alive by the exception, it would stop at exit, after
+    ``ray.shutdown()``, and print a traceback under the job's last line."""
+    traceback.clear_frames(exc.__traceback__)  # the frames still running (this one) are left as they are
+    gc.collect()
 
 
 @contextlib.contextmanager
