@@ -145,7 +145,6 @@ def test_ctrl_c_stops_the_job_within_seconds_and_leaves_nothing_running(scoring_
     assert time.monotonic() - interrupted < 15, "still running 15 s after Ctrl-C"
     assert job.returncode == 130, stderr
     assert stderr.strip().splitlines()[-1].startswith("interrupted:"), stderr
-    assert "Exception ignored" not in stderr, stderr  # Ray Data stopped before Ray, not after
     for _ in range(50):
         if not processes_with_env(marker):
             break
