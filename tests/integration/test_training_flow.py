@@ -96,7 +96,7 @@ def test_second_run_skips_every_stage(flow_project):
 
 
 def test_a_stage_that_fails_once_succeeds_on_retry(flow_project, monkeypatch):
-    """The tracking server is down when register starts and comes up before the retry."""
+    """The tracking server is down when register starts and comes up before a retry."""
     from prefect.client.orchestration import get_client
 
     from pipelines.training_flow import training_flow
@@ -123,8 +123,8 @@ def test_a_stage_that_fails_once_succeeds_on_retry(flow_project, monkeypatch):
         result = training_flow(
             overrides={
                 "registry.min_improvement": 0.003,
-                "orchestration.retries": 3,
-                "orchestration.retry_delay_s": 30,  # time for the server to come up on a busy machine
+                "orchestration.retries": 3,  # 30 s in all for the server to come up on a busy machine
+                "orchestration.retry_delay_s": 10,
             },
             project_dir=str(project),
         )
@@ -137,7 +137,7 @@ def test_a_stage_that_fails_once_succeeds_on_retry(flow_project, monkeypatch):
     assert result["gate"] == {"action": "already_registered"} and result["version"] == 1
     with get_client(sync_client=True) as client:
         register_runs = [r for r in client.read_task_runs() if r.name == "dvc repro register"]
-        assert max(r.run_count for r in register_runs) == 2
+        assert max(r.run_count for r in register_runs) >= 2  # failed, then passed on a retry (the 2nd or later)
 
 
 def test_a_stage_that_fails_for_good_fails_the_flow_with_its_message(flow_project):
