@@ -1,7 +1,8 @@
 """The model server of ``imdb-mlops serve``: MLflow's own scoring app (the same ``/invocations``,
 ``/ping``, ``/health``, ``/version`` and request formats as ``mlflow models serve``) for a
 registered model, behind :class:`~imdb_mlops.serving.admission.AdmissionControl`, in uvicorn
-worker processes under uvicorn's supervisor, which replaces a worker that dies.
+worker processes under uvicorn's supervisor, which replaces a worker that dies (at once, even while
+a health check waits on it: :mod:`~imdb_mlops.serving.supervisor`).
 
 Each worker loads the model before it accepts a connection, so ``/ping`` is answered only by a
 worker that can predict. The first worker to load measures which variant is fastest here (the
@@ -121,7 +122,7 @@ def uvicorn_command(host: str, port: int, workers: int) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "uvicorn",
+        "imdb_mlops.serving.supervisor",  # uvicorn's command line; a dead worker is noticed at once
         "--factory",
         "imdb_mlops.serving.server:create_app",
         "--host",

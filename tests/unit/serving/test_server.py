@@ -30,7 +30,7 @@ def test_workers_follow_cpus_as_far_as_memory_allows_and_are_at_least_two_where_
 
 def test_the_command_is_a_supervised_uvicorn_of_the_app_factory_on_the_given_interface():
     command = uvicorn_command("127.0.0.1", 5001, 2)
-    assert command[1:5] == ["-m", "uvicorn", "--factory", "imdb_mlops.serving.server:create_app"]
+    assert command[1:5] == ["-m", "imdb_mlops.serving.supervisor", "--factory", "imdb_mlops.serving.server:create_app"]
     assert command[command.index("--host") + 1] == "127.0.0.1" and command[command.index("--workers") + 1] == "2"
     settings = serve_settings("models:/m@champion", "sqlite:///x.db", ServingConfig(max_queue=3))
     assert '"max_queue": 3' in settings and '"model_uri": "models:/m@champion"' in settings
