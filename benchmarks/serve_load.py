@@ -44,7 +44,7 @@ def reviews(n: int) -> list[str]:
 
 def drive(url: str, texts: list[str], clients: int, seconds: float, during=None) -> dict:
     """``clients`` threads, each posting one review at a time for ``seconds``."""
-    results: list[tuple[int, float, int]] = []  # (HTTP status, seconds, which review)
+    results: list[tuple[int, float, int, str]] = []  # (HTTP status, seconds, which review, why a 503)
     lock = threading.Lock()
     stop = time.monotonic() + seconds
 
@@ -53,16 +53,17 @@ def drive(url: str, texts: list[str], clients: int, seconds: float, during=None)
         i = k
         while time.monotonic() < stop:
             start = time.monotonic()
-            retry_after = 0.0
+            retry_after, why = 0.0, ""
             try:
                 status = session.post(f"{url}/invocations", json={"inputs": [texts[i % len(texts)]]}, timeout=70)
                 code = status.status_code
                 if code == 503:  # a well-behaved client waits as told before its next request
                     retry_after = float(status.headers.get("Retry-After", "0") or 0)
+                    why = "waited" if "no slot within" in status.text else "queue_full"
             except requests.RequestException:
                 code = -1
             with lock:
-                results.append((code, time.monotonic() - start, i % len(texts)))
+                results.append((code, time.monotonic() - start, i % len(texts), why))
             i += clients
             time.sleep(min(retry_after, max(0.0, stop - time.monotonic())))
 
@@ -75,8 +76,10 @@ def drive(url: str, texts: list[str], clients: int, seconds: float, during=None)
     for thread in threads:
         thread.join()
     elapsed = time.monotonic() - began
-    ok = sorted(t for c, t, _ in results if c == 200)
-    busy = [t for c, t, _ in results if c == 503]
+    ok = sorted(t for c, t, _, _ in results if c == 200)
+    busy = [t for c, t, _, _ in results if c == 503]
+    # a 503 at once (every slot taken, the queue full) or after waiting for a slot (the bounded wait)
+    busy_by = {why: [t for c, t, _, w in results if c == 503 and w == why] for why in ("queue_full", "waited")}
 
     def pct(q: float) -> float | None:
         return round(ok[min(len(ok) - 1, int(q * len(ok)))], 3) if ok else None
@@ -92,9 +95,10 @@ def drive(url: str, texts: list[str], clients: int, seconds: float, during=None)
         "max_ok_s": round(max(ok), 3) if ok else None,
         "503": len(busy),
         "503_max_s": round(max(busy), 3) if busy else None,
-        "504": sum(c == 504 for c, _, _ in results),
-        "errors": sum(c not in (200, 503) for c, _, _ in results),
-        "answered": [(i, t) for c, t, i in results if c == 200],  # per review, for the ratios (not reported)
+        **{f"503_{why}": [len(ts), round(max(ts), 3) if ts else None] for why, ts in busy_by.items()},  # count, max s
+        "504": sum(c == 504 for c, _, _, _ in results),
+        "errors": sum(c not in (200, 503) for c, _, _, _ in results),
+        "answered": [(i, t) for c, t, i, _ in results if c == 200],  # per review, for the ratios (not reported)
     }
 
 
