@@ -20,10 +20,15 @@ def answer_one_ping(conn) -> None:
     time.sleep(60)
 
 
-def worker(target, *args):
-    """What uvicorn's ``Process`` holds that the check reads: its end of the pipe and the process."""
+def stay_silent(conn) -> None:  # never answers, like a worker busy or dying
+    time.sleep(60)
+
+
+def worker(target):
+    """What uvicorn's ``Process`` holds that the check reads: its end of the pipe and the process. The
+    worker's end stays open here too, as in uvicorn's supervisor: a dead worker never closes the pipe."""
     parent_conn, child_conn = FORK.Pipe()
-    process = FORK.Process(target=target, args=(child_conn, *args) if target is answer_one_ping else args)
+    process = FORK.Process(target=target, args=(child_conn,))
     process.start()
     return SimpleNamespace(parent_conn=parent_conn, child_conn=child_conn, process=process)
 
@@ -42,18 +47,20 @@ def test_a_worker_that_answers_reports_its_startup_flag():
 
 
 def test_a_worker_killed_while_a_ping_waits_is_noticed_at_once_not_after_the_timeout():
-    held = worker(time.sleep, 60)  # never answers, like a worker busy or dying
+    held = worker(stay_silent)
+    killer = threading.Timer(0.5, os.kill, (held.process.pid, signal.SIGKILL))
     try:
-        threading.Timer(0.5, os.kill, (held.process.pid, signal.SIGKILL)).start()
+        killer.start()
         start = time.monotonic()
         assert healthcheck_until_answer_or_exit(held, timeout=30) is None
         assert time.monotonic() - start < 10  # uvicorn's own check waits the whole 30 s here
     finally:
+        killer.cancel()
         stop(held)
 
 
 def test_a_silent_live_worker_still_times_out():
-    held = worker(time.sleep, 60)
+    held = worker(stay_silent)
     try:
         assert healthcheck_until_answer_or_exit(held, timeout=0.3) is None
         assert held.process.is_alive()
