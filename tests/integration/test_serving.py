@@ -35,6 +35,17 @@ def workers_of(pid: int) -> list[int]:
     return [c for c in children(pid) if b"resource_tracker" not in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
+def thread_nice(pid: int) -> dict[int, int]:
+    """Each thread of ``pid``: its nice value (field 19 of its stat)."""
+    found = {}
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            found[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[16])
+        except OSError:
+            continue
+    return found
+
+
 def ping(url: str) -> bool:
     try:
         return requests.get(f"{url}/ping", timeout=2).status_code == 200
@@ -65,6 +76,12 @@ def test_serve_replaces_killed_workers_and_leaves_nothing_after_sigterm(flow_pro
         assert blank.status_code == 400 and blank.json()["message"].startswith("text 1 is empty")
         nothing = requests.post(f"{url}/invocations", json={"inputs": []}, timeout=30)
         assert nothing.status_code == 400 and nothing.json()["message"].startswith("no texts were sent")
+        for _ in range(4):  # both workers predict (the kernel spreads connections over them)
+            assert requests.post(f"{url}/invocations", json=body, timeout=30).status_code == 200
+        # serving.prediction_nice (10): predictions run lowered, each worker's event loop does not
+        base, nices = os.getpriority(os.PRIO_PROCESS, 0), {p: thread_nice(p) for p in workers_of(server.pid)}
+        assert all(threads[pid] == base for pid, threads in nices.items()), nices
+        assert any(min(19, base + 10) in threads.values() for threads in nices.values()), nices
         first, second = workers_of(server.pid)
         os.kill(first, signal.SIGKILL)  # one worker dies: the other keeps answering
         for _ in range(10):

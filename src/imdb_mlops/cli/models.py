@@ -241,9 +241,10 @@ def score(
 ) -> None:
     """Score new reviews with a registered model on Ray Data and report drift against the training
     data. Parts are written as they are scored; a rerun scores only what is missing."""
+    loaded = load_params(params)  # refused params fail before the stage's imports
     from imdb_mlops.stages.score import score as run
 
-    run(load_params(params), input_path, out, model, raw, ray_address=ray_address)
+    run(loaded, input_path, out, model, raw, ray_address=ray_address)
 
 
 @app.command(rich_help_panel="Using models")

@@ -51,9 +51,10 @@ def ingest(
     report: Annotated[Path, typer.Option(help="DVC metrics file.")] = Path("reports/data.json"),
 ) -> None:
     """Read data.source, validate and split it into data/raw/{train,validation,test}.parquet."""
+    loaded = load_params(params)  # refused params fail before the stage's imports
     from imdb_mlops.stages.ingest import ingest as run
 
-    run(load_params(params), out, report)
+    run(loaded, out, report)
 
 
 @app.command(rich_help_panel="Stages (dvc.yaml runs these)")
@@ -66,9 +67,10 @@ def tokenize(
     report: Annotated[Path, typer.Option(help="DVC metrics file.")] = Path("reports/tokenize.json"),
 ) -> None:
     """Tokenize the ingested splits with model.name's fast tokenizer (no padding)."""
+    loaded = load_params(params)  # refused params fail before the stage's imports
     from imdb_mlops.stages.tokenize import tokenize as run
 
-    run(load_params(params), raw, out, report)
+    run(loaded, raw, out, report)
 
 
 @app.command(rich_help_panel="Stages (dvc.yaml runs these)")
@@ -84,9 +86,10 @@ def train(
     reports: Annotated[Path, typer.Option(help="Folder for run file, metrics, history and plots.")] = Path("reports"),
 ) -> None:
     """Fine-tune model.name on the tokenized reviews; track the run in MLflow."""
+    loaded = load_params(params)  # refused params fail before the stage's imports
     from imdb_mlops.stages.train import train as run
 
-    run(load_params(params), tokenized, raw, model_dir, reports)
+    run(loaded, tokenized, raw, model_dir, reports)
 
 
 @app.command(rich_help_panel="Stages (dvc.yaml runs these)")
@@ -100,9 +103,10 @@ def evaluate(
     reports: Annotated[Path, typer.Option(help="Folder for metrics, plots, figures and mistakes.")] = Path("reports"),
 ) -> None:
     """Score the trained model on the test split; write DVC metrics and plots; log to MLflow."""
+    loaded = load_params(params)  # refused params fail before the stage's imports
     from imdb_mlops.stages.evaluate import evaluate as run
 
-    run(load_params(params), model_dir, tokenized, raw, reports)
+    run(loaded, model_dir, tokenized, raw, reports)
 
 
 @app.command("export", rich_help_panel="Stages (dvc.yaml runs these)")
@@ -121,9 +125,10 @@ def export_onnx(
     ] = None,
 ) -> None:
     """Export the classifier to ONNX (fp32, int8, fp16 on GPU); ship the variants that pass parity."""
+    loaded = load_params(params)  # refused params fail before the stage's imports
     from imdb_mlops.stages.export import export as run
 
-    run(load_params(params), model_dir, tokenized, out, report, run_file)
+    run(loaded, model_dir, tokenized, out, report, run_file)
 
 
 @app.command("register", rich_help_panel="Stages (dvc.yaml runs these)")
@@ -152,10 +157,11 @@ def register_model(
 ) -> None:
     """Register the ONNX pyfunc in the MLflow registry (alias challenger), run the behavioural checks
     and the promotion gate, and write the version's model card."""
+    loaded = load_params(params)  # refused params fail before the stage's imports
     from imdb_mlops.stages.register import register as run
 
     run(
-        load_params(params),
+        loaded,
         onnx_dir,
         model_dir,
         raw,
@@ -186,6 +192,7 @@ def build_generator(
     ),
 ) -> None:
     """The generate stage: fine-tune generation.model with control codes, generate, score, register."""
+    loaded = load_params(params)  # refused params fail before the stage's imports
     from imdb_mlops.stages.generate import generate as run
 
-    run(load_params(params), raw, classifier, out, report, samples, run_file)
+    run(loaded, raw, classifier, out, report, samples, run_file)

@@ -51,15 +51,28 @@ def package_reference(value: str, key: str) -> tuple[Path, str, str]:
             f"{key}: '{value}' names the package '{module}', which is not installed here "
             f"(pip install -c requirements.lock {module.replace('_', '-')})"
         )
-    distribution = (importlib.metadata.packages_distributions().get(module) or [module])[0]
-    try:
-        version = importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
+    distribution, version = _distribution_of(module)
     path = Path(next(iter(spec.submodule_search_locations))) / subpath
     if not path.exists():
         raise PipelineError(f"{key}: '{value}': package {distribution} {version} has no '{subpath}'")
     return path, distribution, version
+
+
+def _distribution_of(module: str) -> tuple[str, str]:
+    """The distribution that installs ``module``, and its version: by the usual name first (reading
+    every installed distribution's file list, the general answer, took 0.7 s here)."""
+    import importlib.metadata
+
+    for name in dict.fromkeys((module.replace("_", "-"), module)):
+        try:
+            return name, importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    distribution = (importlib.metadata.packages_distributions().get(module) or [module])[0]
+    try:
+        return distribution, importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return distribution, "unknown"
 
 
 def local_path(value: str, key: str) -> Path | None:

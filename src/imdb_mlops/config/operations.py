@@ -37,7 +37,12 @@ class ServingConfig(Section):
     max_queue: int = Field(1, ge=0)
     max_queue_wait_s: float = Field(10.0, gt=0)  # a request waiting longer is answered 503
     # ... and one waiting longer than this many of the worker's typical predictions (the median of its
-    # recent ones): so an answered request takes at most about (1 + this) predictions; None: off
-    max_queue_wait_predictions: float | None = Field(1.0, gt=0)
+    # recent ones): so an answered request takes at most about (1 + this) predictions; None: off.
+    # 0.75 with prediction_nice 10: slowest answer 1.6x one request's time, slowest 503 91-94 ms on
+    # a 2-core AVX2 CPU (benchmarks/README.md, "The model server under load")
+    max_queue_wait_predictions: float | None = Field(0.75, gt=0)
     retry_after_s: int = Field(1, ge=1)
     max_body_bytes: int = Field(16 * 1024**2, ge=1024)  # larger request bodies: 413
+    # added to the nice value of the threads that compute predictions (0: off; Linux), so that the
+    # worker's event loop (503s, timeouts, health checks) gets a core the moment it needs one
+    prediction_nice: int = Field(10, ge=0, le=19)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 
 def stratified_sample(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
@@ -18,6 +17,8 @@ def stratified_sample(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataF
     each label has at least 2 rows. The whole frame (same order) when ``n`` is None or >= its length."""
     if n is None or n >= len(frame):
         return frame
+    from sklearn.model_selection import train_test_split  # here: a command that samples nothing never pays for it
+
     labels = frame["label"] if "label" in frame.columns else None
     stratify = labels if labels is not None and labels.value_counts().min() >= 2 else None
     try:

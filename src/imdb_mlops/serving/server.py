@@ -5,9 +5,11 @@ worker processes under uvicorn's supervisor, which replaces a worker that dies (
 a health check waits on it: :mod:`~imdb_mlops.serving.supervisor`).
 
 Each worker loads the model before it accepts a connection, so ``/ping`` is answered only by a
-worker that can predict. The first worker to load measures which variant is fastest here (the
-classifier's probe); the others, and every replacement of a dead worker, load that variant by name
-(:func:`load_as_chosen`): every worker gives the same answers, and a replacement serves sooner.
+worker that can predict. It loads and predicts in threads niced by ``serving.prediction_nice``
+(:mod:`~imdb_mlops.serving.priority`), so its event loop gets a core the moment it wakes. The first
+worker to load measures which variant is fastest here (the classifier's probe); the others, and
+every replacement of a dead worker, load that variant by name (:func:`load_as_chosen`): every worker
+gives the same answers, and a replacement serves sooner.
 ``serving.workers`` unset: one worker per CPU as far as memory allows,
 at least 2 where 2 fit (a lone worker has no supervisor: uvicorn runs one worker in-process).
 """
@@ -36,13 +38,19 @@ def create_app() -> Any:
 
     from imdb_mlops.registry.versions import load_pyfunc
     from imdb_mlops.serving.admission import AdmissionControl
+    from imdb_mlops.serving.priority import in_lowered_thread, lowered_calls
     from imdb_mlops.serving.request_checks import RefuseEmptyRequests
 
     settings = json.loads(os.environ[SETTINGS_ENV])
+    limits = ServingConfig(**settings["limits"])
     mlflow.set_tracking_uri(settings["tracking_uri"])
-    shared = settings.get("shared_dir")
-    model = load_as_chosen(settings["model_uri"], Path(shared)) if shared else load_pyfunc(settings["model_uri"])
-    return AdmissionControl(RefuseEmptyRequests(scoring_server.init(model)), ServingConfig(**settings["limits"]))
+    shared, uri = settings.get("shared_dir"), settings["model_uri"]
+    # loaded in a lowered thread: the compute threads a runtime starts now inherit its priority
+    model = in_lowered_thread(
+        limits.prediction_nice, lambda: load_as_chosen(uri, Path(shared)) if shared else load_pyfunc(uri)
+    )
+    model.predict = lowered_calls(limits.prediction_nice, model.predict)  # MLflow's app calls it in its threads
+    return AdmissionControl(RefuseEmptyRequests(scoring_server.init(model)), limits)
 
 
 def load_as_chosen(model_uri: str, shared: Path) -> Any:

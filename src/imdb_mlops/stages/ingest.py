@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
-from sklearn.model_selection import train_test_split
 
 from imdb_mlops.common.errors import PipelineError, first_line
 from imdb_mlops.common.files import atomic_outputs, refuse_foreign_targets, write_json
@@ -141,6 +140,8 @@ def _split(frame: pd.DataFrame, share: float, seed: int, key: str, what: str) ->
             f"{len(frame) - held_out} kept; each part needs at least 2 (one per label)"
         )
     try:
+        from sklearn.model_selection import train_test_split  # here: a refused input never pays its import
+
         return train_test_split(frame, test_size=share, stratify=frame["label"], random_state=seed)
     except ValueError as exc:
         raise PipelineError(

@@ -79,7 +79,9 @@ def read_raw_splits(raw_dir: Path) -> DatasetDict:
 
 def tokenize_splits(splits: DatasetDict, tokenizer: Any, cfg: TokenizeConfig) -> DatasetDict:
     """The stage's work without I/O: batched, multi-process ``map`` over every split."""
-    if cfg.num_proc > 1:
+    # at most one worker per batch: a pool for less than a batch each starts processes for nothing
+    processes = {name: min(cfg.num_proc, -(-len(ds) // cfg.batch_size)) for name, ds in splits.items()}
+    if max(processes.values(), default=1) > 1:
         # Rust-side threads and forked workers don't mix; each worker runs single-threaded.
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     encoder = Encoder(tokenizer, cfg)
@@ -90,7 +92,7 @@ def tokenize_splits(splits: DatasetDict, tokenizer: Any, cfg: TokenizeConfig) ->
                 encoder,
                 batched=True,
                 batch_size=cfg.batch_size,
-                num_proc=cfg.num_proc if cfg.num_proc > 1 else None,
+                num_proc=processes[name] if processes[name] > 1 else None,
                 remove_columns=["text"],
                 desc=f"Tokenizing {name}",
                 # our own fingerprint: cheaper than datasets hashing the whole tokenizer with dill

@@ -217,9 +217,10 @@ def train(
 
 
 def sweep_pruning(world_size: int) -> Any:
-    """A :class:`~imdb_mlops.sweeps.trial_link.PruningCallback` when a sweep runs this stage as one
+    """A :class:`~imdb_mlops.sweeps.pruning.PruningCallback` when a sweep runs this stage as one
     of its trials (one process: under a launcher every rank would have to stop together)."""
-    from imdb_mlops.sweeps.trial_link import PruningCallback, open_trial, trial_from_env
+    from imdb_mlops.sweeps.pruning import PruningCallback
+    from imdb_mlops.sweeps.trial_link import open_trial, trial_from_env
 
     link = trial_from_env()
     if link is None:

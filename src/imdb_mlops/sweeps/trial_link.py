@@ -2,7 +2,8 @@
 
 The sweep hands the trial to the stage in ``$IMDB_MLOPS_SWEEP_TRIAL`` (study, storage, trial,
 objective, the MLflow parent run). The stage then reports each evaluation's validation value to
-the trial and stops training when the study's pruner says so (:class:`PruningCallback`), nests
+the trial and stops training when the study's pruner says so
+(:class:`~imdb_mlops.sweeps.pruning.PruningCallback`), nests
 its MLflow run under the sweep's, and records in ``reports/train_metrics.json`` whether it was
 pruned. Without the variable the stage trains as always."""
 
@@ -12,8 +13,6 @@ import json
 import os
 from dataclasses import dataclass
 from typing import Any
-
-from transformers import TrainerCallback
 
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.config import PrunerConfig
@@ -71,32 +70,3 @@ def make_pruner(cfg: PrunerConfig) -> Any:
             min_resource=cfg.min_resource, reduction_factor=cfg.reduction_factor
         )
     return optuna.pruners.NopPruner()
-
-
-class PruningCallback(TrainerCallback):
-    """After each evaluation: report the objective's validation value to the trial (step = the
-    evaluation's number, comparable across trials of different batch sizes) and stop training
-    when the pruner says this trial will not beat the others."""
-
-    def __init__(self, trial: Any, link: TrialLink) -> None:
-        self.trial, self.link, self.objective = trial, link, link.objective
-        self.evaluations = 0
-        self.pruned_at_evaluation: int | None = None
-
-    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, Any] | None = None, **_: Any):
-        value = (metrics or {}).get(f"eval_{self.objective}")
-        if value is None or not state.is_world_process_zero:
-            return
-        self.evaluations += 1
-        self.trial.report(float(value), self.evaluations)
-        if self.trial.should_prune():
-            self.pruned_at_evaluation = self.evaluations
-            control.should_training_stop = True
-
-    def summary(self) -> dict[str, Any]:
-        """What ``train_metrics.json`` records of the trial (``dvc exp show`` lists it)."""
-        return {
-            "trial": self.trial.number,
-            "pruned": self.pruned_at_evaluation is not None,
-            "evaluations": self.evaluations,
-        }

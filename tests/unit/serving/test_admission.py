@@ -124,7 +124,9 @@ def test_a_client_sending_one_request_after_another_is_never_refused_even_withou
     assert codes == [200] * 20 and middleware.counts["rejected_busy"] == 0 and len(app.computed) == 20
 
 
-@pytest.mark.parametrize("server", [{"max_queue": 1, "app_seconds": 0.1}], indirect=True)
+@pytest.mark.parametrize(
+    "server", [{"max_queue": 1, "max_queue_wait_predictions": 1.0, "app_seconds": 0.1}], indirect=True
+)
 def test_a_request_waiting_longer_than_a_typical_prediction_gets_503_at_once(server):
     """Behind an unusually long prediction (1 s against a typical 0.1 s), a waiting request is
     refused after about one typical prediction, not kept waiting for the slot."""

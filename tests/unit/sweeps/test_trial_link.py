@@ -7,8 +7,9 @@ import optuna
 import pytest
 
 from imdb_mlops.common.errors import PipelineError
+from imdb_mlops.sweeps.pruning import PruningCallback
 from imdb_mlops.sweeps.storage import open_storage
-from imdb_mlops.sweeps.trial_link import TRIAL_ENV, PruningCallback, TrialLink, open_trial, trial_from_env
+from imdb_mlops.sweeps.trial_link import TRIAL_ENV, TrialLink, open_trial, trial_from_env
 
 
 def test_the_link_travels_through_the_environment(monkeypatch):
