@@ -108,18 +108,51 @@ def processes_with_env(marker: str) -> list[int]:
     return [pid for pid in found if pid != os.getpid()]
 
 
+_EMPTY_STORE: list[Path] = []  # this test process's empty MLflow store, made once
+
+
+def new_mlflow_store(folder: Path, name: str = "mlflow.db") -> str:
+    """The URI of a new, empty MLflow SQLite store ``folder / name``, its default experiment's
+    artifacts in ``folder / "mlruns/0"`` (as MLflow makes it for a process working in ``folder``).
+    MLflow makes a store by running every schema migration, 2.5 s here; tests that each need a fresh
+    one get a copy of a store MLflow made once in this process (the same tables and rows)."""
+    import sqlite3
+    import tempfile
+    import time
+
+    from mlflow import MlflowClient
+
+    if not _EMPTY_STORE:
+        made = Path(tempfile.mkdtemp(prefix="empty-mlflow-store-")) / "mlflow.db"
+        MlflowClient(tracking_uri=f"sqlite:///{made}").search_experiments()  # MLflow creates the tables
+        _EMPTY_STORE.append(made)
+    db = folder / name
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_EMPTY_STORE[0], db)
+    now = int(time.time() * 1000)
+    with sqlite3.connect(db) as connection:
+        connection.execute(
+            "UPDATE experiments SET artifact_location = ?, creation_time = ?, last_update_time = ? "
+            "WHERE experiment_id = 0",
+            (str(folder / "mlruns" / "0"), now, now),
+        )
+    connection.close()
+    return f"sqlite:///{db}"
+
+
 def sqlite_registry(folder: Path, model: str) -> Any:
     """An MlflowClient on a fresh SQLite store in ``folder`` holding the registered model ``model``."""
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = new_mlflow_store(folder)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     client.create_registered_model(model)
     return client
 
 
-def make_project_copy(tmp_path: Path) -> Path:
-    """A fresh git + DVC checkout of this repository's tracked files, with its own DVC remote."""
+def make_project_copy(tmp_path: Path, mlflow_store: bool = True) -> Path:
+    """A fresh git + DVC checkout of this repository's tracked files, with its own DVC remote and
+    (``mlflow_store``) a new, empty MLflow store where the project's default URI points."""
     dest = tmp_path / "project"
     files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     for name in filter(None, files.stdout.split("\0")):
@@ -133,6 +166,8 @@ def make_project_copy(tmp_path: Path) -> Path:
     run(["dvc", "remote", "modify", "--local", "storage", "url", str(tmp_path / "remote")], dest)
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-qm", "copy"], dest)
+    if mlflow_store:
+        new_mlflow_store(dest)  # git-ignored
     return dest
 
 

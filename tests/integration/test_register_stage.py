@@ -15,7 +15,7 @@ import pytest
 import requests
 import yaml
 
-from helpers import REPO_ROOT, cli_env, run_cli, save_tiny_distilbert, write_hub_layout
+from helpers import REPO_ROOT, cli_env, new_mlflow_store, run_cli, save_tiny_distilbert, write_hub_layout
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.config import Params, validate_params
 from imdb_mlops.registry.aliases import rollback
@@ -88,7 +88,7 @@ def world(tmp_path_factory, minilm_path):
     root = tmp_path_factory.mktemp("registry")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        patch.setenv("MLFLOW_TRACKING_URI", new_mlflow_store(root))
         base = save_tiny_distilbert(root / "tiny", minilm_path, classifier_labels=2)
         source = write_hub_layout(root / "imdb", 320, 160)
         strong = make_params(base, source, train={"max_steps": 80, "learning_rate": 2e-3})

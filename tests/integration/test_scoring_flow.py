@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import make_reviews
+from helpers import make_reviews, new_mlflow_store
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.config import load_params
 from imdb_mlops.stages.score import score
@@ -92,15 +92,13 @@ def test_bad_scoring_input_is_a_clear_error_and_writes_nothing(scoring_env, tmp_
 
 def test_no_champion_yet_is_a_clear_error(scoring_env, tmp_path, monkeypatch):
     project, params = scoring_env
-    from mlflow import MlflowClient
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'missing.db'}")
     (tmp_path / "r.txt").write_text("fine film\n")
     with pytest.raises(PipelineError, match=r"missing.db: no tracking store there yet; run the pipeline first"):
         score(params, tmp_path / "r.txt", tmp_path / "out", None, project / "data/raw", project_dir=project)
     assert not (tmp_path / "missing.db").exists()
-    MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'empty.db'}").search_experiments()  # a store, no model
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", new_mlflow_store(tmp_path, "empty.db"))  # a store, no model
     with pytest.raises(PipelineError, match=r"registry: no registered model 'imdb-sentiment'.*run the pipeline"):
         score(params, tmp_path / "r.txt", tmp_path / "out", None, project / "data/raw", project_dir=project)
 

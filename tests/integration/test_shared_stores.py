@@ -46,7 +46,7 @@ def test_train_register_promote_against_mlflow_on_postgres(
     tmp_path, postgres, mlflow_on_postgres, tiny_distilbert_classifier
 ):
     uri = mlflow_on_postgres
-    project = make_project_copy(tmp_path)
+    project = make_project_copy(tmp_path, mlflow_store=False)  # the stores are PostgreSQL's
     source = write_hub_layout(tmp_path / "imdb", 120, 60)
     set_params(project, **{**TINY_PIPELINE_PARAMS, "train.max_steps": 10, "train.eval_steps": 5, "export.gate_samples": 100,
                            "data.source": str(source), "model.name": str(tiny_distilbert_classifier)})  # fmt: skip

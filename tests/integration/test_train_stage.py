@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import REPO_ROOT, cli_env, save_tiny_distilbert, write_hub_layout
+from helpers import REPO_ROOT, cli_env, new_mlflow_store, save_tiny_distilbert, write_hub_layout
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.config import Params, validate_params
 from imdb_mlops.modeling.capabilities import detect
@@ -50,7 +50,7 @@ def make_params(model: Path | str, source: Path, **train) -> Params:
 def workdir(tmp_path, monkeypatch, tiny_distilbert):
     """A project folder with ingested and tokenized synthetic reviews and its own MLflow store."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", new_mlflow_store(tmp_path))
     params = make_params(tiny_distilbert, write_hub_layout(tmp_path / "imdb", 160, 80))
     ingest(params, Path("data/raw"), Path("reports/data.json"))
     tokenize(params, Path("data/raw"), Path("data/tokenized"), Path("reports/tokenize.json"))
@@ -254,7 +254,7 @@ def test_two_process_ddp_run_shards_data_and_only_rank_0_tracks_and_writes(workd
     one = subprocess.run([sys.executable, "-m", "imdb_mlops", *common, "-p", "single.yaml", "--model-dir", "models/single",
                           "--reports", "reports_single"], cwd=workdir, env=env, capture_output=True, text=True)  # fmt: skip
     assert one.returncode == 0, one.stderr[-3000:]
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'ddp.db'}"  # its own store: count its runs
+    env["MLFLOW_TRACKING_URI"] = new_mlflow_store(workdir, "ddp.db")  # its own store: count its runs
     torchrun = str(Path(sys.executable).parent / "torchrun")
     two = subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=29531", "--no-python", "imdb-mlops", *common,
                           "-p", "ddp.yaml", "--model-dir", "models/ddp", "--reports", "reports_ddp"],
