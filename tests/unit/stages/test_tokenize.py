@@ -73,6 +73,28 @@ def test_two_processes_give_the_same_ids(tokenizer):
     assert one["input_ids"] == two["input_ids"] and one["n_tokens"] == two["n_tokens"]
 
 
+def test_a_split_of_one_batch_or_less_is_tokenized_without_a_pool(tokenizer, monkeypatch):
+    """tokenize.num_proc workers at most, and never more than one per batch: a pool for a split that
+    fits one batch would start processes for nothing."""
+    asked = {}
+    real_map = Dataset.map
+
+    def recording_map(self, *args, **kwargs):
+        asked[kwargs["desc"]] = kwargs.get("num_proc")
+        return real_map(self, *args, **kwargs)
+
+    monkeypatch.setattr(Dataset, "map", recording_map)
+    texts = make_reviews(130)["text"].tolist()
+    splits = DatasetDict(
+        {
+            name: Dataset.from_dict({"text": texts[:n], "label": [0] * n})
+            for name, n in (("train", 130), ("validation", 50), ("test", 64))
+        }
+    )
+    tokenize_splits(splits, tokenizer, TokenizeConfig(max_length=32, num_proc=4, batch_size=64))
+    assert asked == {"Tokenizing train": 3, "Tokenizing validation": None, "Tokenizing test": None}
+
+
 def test_fingerprint_tells_vocabularies_apart(tmp_path, tokenizer):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
