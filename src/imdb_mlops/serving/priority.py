@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -37,21 +38,10 @@ def lower_this_thread(nice: int) -> bool:
 def in_lowered_thread(nice: int, work: Callable[[], T]) -> T:
     """``work()`` run in a new thread lowered by ``nice``; threads it starts (a runtime's compute
     pool) inherit the lowered priority. Its exception is raised here."""
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        lower_this_thread(nice)
-        try:
-            result["value"] = work()
-        except BaseException as error:
-            result["error"] = error
-
-    thread = threading.Thread(target=target, name="load-model", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
+    with ThreadPoolExecutor(
+        1, thread_name_prefix="load-model", initializer=lower_this_thread, initargs=(nice,)
+    ) as pool:
+        return pool.submit(work).result()
 
 
 def lowered_calls(nice: int, function: Callable[..., T]) -> Callable[..., T]:
