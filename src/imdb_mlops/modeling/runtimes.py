@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from imdb_mlops.modeling.capabilities import Capabilities
+from imdb_mlops.modeling.capabilities import Capabilities, detect
 
 ONNX_VARIANTS = ("fp32", "int8", "fp16")
 TORCH_VARIANTS = ("torch_bf16",)
@@ -62,11 +62,7 @@ def onnx_gpu() -> bool:
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return False
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is installed with the project
-        return False
-    return bool(torch.cuda.is_available())
+    return detect().cuda
 
 
 CPU_THREADS_ENV = "IMDB_MLOPS_CPU_THREADS"  # set by `imdb-mlops serve`: each worker's share of the cores

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 
 import numpy as np
-from scipy.stats import norm
 
 from imdb_mlops.common.numbers import softmax
 
@@ -61,7 +61,7 @@ def noninferiority_bound(b: int, c: int, n: int, confidence: float) -> tuple[flo
     """(accuracy change, its one-sided lower confidence bound) from the discordant pair counts."""
     change = (c - b) / n
     variance = max((b + c) / n - change**2, 0.0) / n
-    return change, change - float(norm.ppf(confidence)) * math.sqrt(variance)
+    return change, change - NormalDist().inv_cdf(confidence) * math.sqrt(variance)
 
 
 def gate_figures(

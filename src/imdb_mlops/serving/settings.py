@@ -4,6 +4,7 @@ defaults (generator), and their MLflow signatures."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def classifier_settings(
 ) -> dict[str, Any]:
     """The served classifier's ``serving_config.json``: variants, truncation, request limits, and the
     probe that picks the fastest variant where the model loads."""
-    from transformers import AutoTokenizer
+    from tokenizers import Tokenizer  # the served model's own tokenizer (transformers' would import torch)
 
     from imdb_mlops.modeling.truncation import head_tokens, special_token_layout
 
@@ -52,9 +53,11 @@ def classifier_settings(
     if not (onnx_dir / "tokenizer.json").exists():
         raise PipelineError(f"{onnx_dir}/tokenizer.json: missing; the served model needs the fast tokenizer file")
     variant = check_variant(shipped, cfg.variant)
-    tokenizer = AutoTokenizer.from_pretrained(str(onnx_dir), trust_remote_code=False)
+    tokenizer = Tokenizer.from_file(str(onnx_dir / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
     n_prefix, n_suffix = special_token_layout(
-        lambda text, special: tokenizer(text, add_special_tokens=special)["input_ids"]
+        lambda text, special: tokenizer.encode(text, add_special_tokens=special).ids
     )
     share = tok.head_share if tok.truncation == "head_tail" else None
     return {
@@ -64,17 +67,26 @@ def classifier_settings(
         # The self-measurement at load: batches of this shape, random token ids.
         "probe_batch": PROBE_BATCH,
         "probe_tokens": min(tok.max_length, PROBE_TOKENS),
-        "vocab_size": len(tokenizer),
+        "vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
         "max_length": tok.max_length,
         "n_prefix": n_prefix,
         "n_suffix": n_suffix,
         "head_tokens": head_tokens(tok.max_length, n_prefix, n_suffix, share),
-        "pad_token_id": int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0),
+        "pad_token_id": pad_token_id(tokenizer, onnx_dir / "tokenizer_config.json"),
         "batch_size": cfg.batch_size,
         "max_texts_per_request": cfg.max_texts_per_request,
         "max_text_chars": cfg.max_text_chars,
         "parity_provider": onnx_report.get("provider"),
     }
+
+
+def pad_token_id(tokenizer: Any, config: Path) -> int:
+    """The id of the pad token ``tokenizer_config.json`` names (0 where it names none)."""
+    pad = json.loads(config.read_text(encoding="utf-8")).get("pad_token") if config.exists() else None
+    if isinstance(pad, dict):  # an AddedToken written out: {"content": "[PAD]", ...}
+        pad = pad.get("content")
+    found = tokenizer.token_to_id(pad) if isinstance(pad, str) else None
+    return int(found) if found is not None else 0
 
 
 def classifier_signature() -> Any:

@@ -83,3 +83,30 @@ def test_the_flags_can_be_narrowed_to_act_as_another_cpu(monkeypatch):
     finally:
         monkeypatch.undo()
         capabilities.detect.cache_clear()
+
+
+def test_a_linux_machine_without_a_gpu_driver_is_checked_without_importing_torch(tmp_path):
+    """No ``libcuda.so.1`` to load and no ``/dev/kfd``: CUDA is absent, known without torch's import;
+    with a driver library present, torch decides."""
+    import subprocess
+    import sys
+
+    check = (
+        "import ctypes, sys\n"
+        "from imdb_mlops.modeling import capabilities\n"
+        "def cdll(name):\n"
+        "    if sys.argv[1] == 'none': raise OSError(name + ': cannot open shared object file')\n"
+        "    return object()\n"
+        "ctypes.CDLL = cdll\n"
+        "capabilities.Path = lambda p: type('P', (), {'exists': lambda self: False, 'read_text': lambda self, **kw: ''})()\n"
+        "print(capabilities.gpu_driver_present(), 'torch' in sys.modules)\n"
+    )
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the driver check is Linux-only")
+    outputs = {
+        driver: subprocess.run(
+            [sys.executable, "-c", check, driver], capture_output=True, text=True, check=True
+        ).stdout.split()
+        for driver in ("none", "nvidia")
+    }
+    assert outputs == {"none": ["False", "False"], "nvidia": ["True", "False"]}
