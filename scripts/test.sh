@@ -11,11 +11,9 @@ export DO_NOT_TRACK=1 DVC_NO_ANALYTICS=1 HF_HUB_DISABLE_TELEMETRY=1
 # The documentation site (docs/, mkdocs.yml) in strict mode: a broken link or anchor, or a page left
 # out of the nav, fails the run.
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
-# One worker process more than this machine's cores by default (PYTEST_WORKERS=N sets N, 0 runs
-# serially): with one per core, a sixth of a 2-core CI run left the cores idle while tests waited on
-# servers and subprocesses. Each module with expensive module-scoped fixtures is pinned to one worker
-# (pytest.mark.xdist_group).
-WORKERS=${PYTEST_WORKERS:-$(( $(nproc) + 1 ))}
+# Two worker processes by default (PYTEST_WORKERS=0 runs serially); each module with expensive
+# module-scoped fixtures is pinned to one worker (pytest.mark.xdist_group).
+WORKERS=${PYTEST_WORKERS:-2}
 if [ "$WORKERS" = 0 ]; then
   exec .venv/bin/python -m pytest "$@"
 fi
