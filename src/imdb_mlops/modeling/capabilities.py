@@ -81,11 +81,14 @@ def detect() -> Capabilities:
     return Capabilities(model, flags, cuda, cuda_bf16)
 
 
+ROCM_DEVICE = Path("/dev/kfd")  # where AMD's ROCm driver is loaded
+
+
 def gpu_driver_present() -> bool:
     """Could torch see a GPU here? False only where that is certain without importing torch: on Linux,
     when neither NVIDIA's driver library (``libcuda.so.1``) loads nor ROCm's device (``/dev/kfd``) exists.
     Elsewhere, or with torch already imported, True: torch itself then decides."""
-    if not sys.platform.startswith("linux") or "torch" in sys.modules or Path("/dev/kfd").exists():
+    if not sys.platform.startswith("linux") or "torch" in sys.modules or ROCM_DEVICE.exists():
         return True
     try:
         ctypes.CDLL("libcuda.so.1")

@@ -7,6 +7,8 @@ the ids a served model sees must be cut exactly as the ids it was trained on.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 
 def special_token_layout(encode: Callable[[str, bool], Sequence[int]]) -> tuple[int, int]:
@@ -38,3 +40,14 @@ def cut(ids: list[int], max_length: int, n_prefix: int, n_suffix: int, head: int
     body = ids[n_prefix : n - n_suffix]
     body = body[:keep] if head is None else body[:head] + body[len(body) - (keep - head) :]
     return ids[:n_prefix] + body + ids[n - n_suffix :]
+
+
+def served_tokenizer(folder: Path) -> Any:
+    """The served model's tokenizer: ``folder/tokenizer.json`` read by ``tokenizers`` (no transformers,
+    no torch), its own truncation and padding off, as cutting and padding are done here."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer

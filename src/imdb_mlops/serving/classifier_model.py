@@ -32,7 +32,7 @@ from mlflow.pyfunc import PythonModel
 
 from imdb_mlops.modeling.capabilities import capability_tags, detect
 from imdb_mlops.modeling.runtimes import choose_variant, onnx_gpu, predict_logits
-from imdb_mlops.modeling.truncation import cut
+from imdb_mlops.modeling.truncation import cut, served_tokenizer
 from imdb_mlops.modeling.variant_gate import positive_probabilities
 
 # The signature is logged explicitly; MLflow's advice to derive one from type hints is noise here.
@@ -60,8 +60,6 @@ class SentimentModel(PythonModel):
     """Tokenize (cut as in training), run the variant fastest on this machine, softmax."""
 
     def load_context(self, context: Any) -> None:
-        from tokenizers import Tokenizer
-
         settings = json.loads(Path(context.artifacts["serving_config"]).read_text())
         onnx_dir = Path(context.artifacts["onnx"])
         torch_dir = Path(context.artifacts["pytorch"]) if "pytorch" in context.artifacts else None
@@ -78,9 +76,7 @@ class SentimentModel(PythonModel):
             file=sys.stderr,
             flush=True,
         )
-        self.tokenizer = Tokenizer.from_file(str(onnx_dir / "tokenizer.json"))
-        self.tokenizer.no_truncation()
-        self.tokenizer.no_padding()
+        self.tokenizer = served_tokenizer(onnx_dir)
         self.settings = settings
 
     # No type hints here: MLflow would derive a (list-based) signature from them; ours is logged explicitly.

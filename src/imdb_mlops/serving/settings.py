@@ -42,9 +42,7 @@ def classifier_settings(
 ) -> dict[str, Any]:
     """The served classifier's ``serving_config.json``: variants, truncation, request limits, and the
     probe that picks the fastest variant where the model loads."""
-    from tokenizers import Tokenizer  # the served model's own tokenizer (transformers' would import torch)
-
-    from imdb_mlops.modeling.truncation import head_tokens, special_token_layout
+    from imdb_mlops.modeling.truncation import head_tokens, served_tokenizer, special_token_layout
 
     export_info = read_json(onnx_dir / "export.json", "run the export stage first (dvc repro export)")
     shipped = [v for v in export_info["shipped"] if v.startswith("torch_") or (onnx_dir / f"model.{v}.onnx").exists()]
@@ -53,9 +51,7 @@ def classifier_settings(
     if not (onnx_dir / "tokenizer.json").exists():
         raise PipelineError(f"{onnx_dir}/tokenizer.json: missing; the served model needs the fast tokenizer file")
     variant = check_variant(shipped, cfg.variant)
-    tokenizer = Tokenizer.from_file(str(onnx_dir / "tokenizer.json"))
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
+    tokenizer = served_tokenizer(onnx_dir)
     n_prefix, n_suffix = special_token_layout(
         lambda text, special: tokenizer.encode(text, add_special_tokens=special).ids
     )

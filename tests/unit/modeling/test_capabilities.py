@@ -98,14 +98,14 @@ def test_a_linux_machine_without_a_gpu_driver_is_checked_without_importing_torch
         "    if sys.argv[1] == 'none': raise OSError(name + ': cannot open shared object file')\n"
         "    return object()\n"
         "ctypes.CDLL = cdll\n"
-        "capabilities.Path = lambda p: type('P', (), {'exists': lambda self: False, 'read_text': lambda self, **kw: ''})()\n"
+        "capabilities.ROCM_DEVICE = capabilities.Path(sys.argv[2])\n"
         "print(capabilities.gpu_driver_present(), 'torch' in sys.modules)\n"
     )
     if not sys.platform.startswith("linux"):
         pytest.skip("the driver check is Linux-only")
     outputs = {
         driver: subprocess.run(
-            [sys.executable, "-c", check, driver], capture_output=True, text=True, check=True
+            [sys.executable, "-c", check, driver, str(tmp_path / "no-kfd")], capture_output=True, text=True, check=True
         ).stdout.split()
         for driver in ("none", "nvidia")
     }
