@@ -12,9 +12,13 @@ from pathlib import Path
 import pytest
 
 from helpers import (
+    PACKAGED_CLASSIFIER,
+    PACKAGED_GENERATOR,
     SHARED_IMDB,
     TINY_GENERATION_PARAMS,
     TINY_PIPELINE_PARAMS,
+    experiment_env,
+    install_tiny_checkpoint_package,
     make_project_copy,
     run,
     save_tiny_distilbert,
@@ -121,6 +125,41 @@ def flow_project(tmp_path_factory, prefect_api, tiny_distilbert_classifier, tiny
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")  # the project's own store
         result = training_flow(overrides={"train.learning_rate": 0.002}, project_dir=str(project))
     return project, result
+
+
+@pytest.fixture(scope="session")
+def dvc_experiment(tmp_path_factory, minilm_path, tiny_gpt2) -> Path:
+    """A fresh copy of the repository built by one ``dvc exp run --name tiny-exp`` of all seven stages,
+    with params as ``exp-run --offline`` writes them: a relative data path, the classifier and the
+    generator named as installed packages (``pkg:``), so no machine path is recorded anywhere.
+    Commands there need :func:`helpers.experiment_env`. Shared by the DVC pipeline tests and the
+    reproduce test (xdist group ``dvc``); its registered version 1 comes from the experiment."""
+    tmp = tmp_path_factory.mktemp("dvc")
+    project = make_project_copy(tmp)
+    write_hub_layout(tmp / "imdb")
+    install_tiny_checkpoint_package(tmp / "site", minilm_path, generator=tiny_gpt2)
+    set_params(
+        project,
+        **{
+            "data.source": "../imdb",
+            "model.name": PACKAGED_CLASSIFIER,
+            "tokenize.max_length": 64,
+            "train.max_steps": 8,
+            "train.eval_strategy": "steps",
+            "train.eval_steps": 4,
+            "train.logging_steps": 2,
+            "train.learning_rate": 1e-3,
+            "evaluate.bootstrap_samples": 200,
+            "registry.behaviour_min_pass": None,  # a tiny model of synthetic reviews knows no English
+            "generation.model": PACKAGED_GENERATOR,
+            **TINY_GENERATION_PARAMS,
+        },
+    )
+    run(["git", "commit", "-qam", "tiny params"], project)
+    proc = run(["dvc", "exp", "run", "--name", "tiny-exp"], project, **experiment_env(project))
+    for stage in ("ingest", "tokenize", "train", "evaluate", "export", "register", "generate"):
+        assert f"Running stage '{stage}'" in proc.stdout
+    return project
 
 
 def postgres_bin() -> Path | None:

@@ -150,6 +150,38 @@ def sqlite_registry(folder: Path, model: str) -> Any:
     return client
 
 
+PACKAGED_CLASSIFIER = "pkg:tiny_checkpoint_pkg/model"
+PACKAGED_GENERATOR = "pkg:tiny_checkpoint_pkg/generator"
+# MLflow's system metrics sampled every second, so a short stage still logs some
+FAST_SYSTEM_METRICS = {
+    "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1",
+    "MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING": "1",
+}
+
+
+def install_tiny_checkpoint_package(site: Path, tokenizer_dir: Path, generator: Path | None = None) -> None:
+    """Tiny checkpoints shipped as an installed package (module, data folders, dist-info) in ``site``,
+    as the packaged MiniLM and SmolLM2 are, but seconds to train and export: a classifier
+    (:data:`PACKAGED_CLASSIFIER`) and, given ``generator``, a copy of it (:data:`PACKAGED_GENERATOR`)."""
+    save_tiny_distilbert(site / "tiny_checkpoint_pkg" / "model", tokenizer_dir, classifier_labels=2)
+    if generator is not None:
+        shutil.copytree(generator, site / "tiny_checkpoint_pkg" / "generator")
+    (site / "tiny_checkpoint_pkg" / "__init__.py").write_text("")
+    info = site / "tiny_checkpoint_pkg-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tiny-checkpoint-pkg\nVersion: 0.1.0\n")
+
+
+def experiment_env(project: Path) -> dict[str, str]:
+    """What every command in a project made by the ``dvc_experiment`` fixture needs: the project's own
+    MLflow store, the packaged checkpoints on ``PYTHONPATH`` (as site-packages is), fast system metrics."""
+    return {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+        "PYTHONPATH": str(project.parent / "site"),
+        **FAST_SYSTEM_METRICS,
+    }
+
+
 def make_project_copy(tmp_path: Path, mlflow_store: bool = True) -> Path:
     """A fresh git + DVC checkout of this repository's tracked files, with its own DVC remote and
     (``mlflow_store``) a new, empty MLflow store where the project's default URI points."""

@@ -1,5 +1,7 @@
-"""`dvc repro` of ingest -> tokenize -> train -> evaluate in a fresh copy of the repository, with a
-real DVC remote and the project's embedded MLflow store, on a tiny DistilBERT built from a config."""
+"""The DVC pipeline in a fresh copy of the repository, every stage built by one ``dvc exp run``
+(conftest's ``dvc_experiment``: a tiny DistilBERT and GPT-2 built from configs, shipped as a package),
+then ``dvc repro``'s selective re-runs, kills and remotes, with a real DVC remote and the project's
+embedded MLflow store."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import REPO_ROOT, TINY_GENERATION_PARAMS, make_project_copy, set_params, write_hub_layout
+from helpers import REPO_ROOT, experiment_env, set_params
 from helpers import run as run_in
 from imdb_mlops.common.files import MARKER
 
@@ -19,9 +21,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="dvc")]
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, **env: str):
-    """Run in ``cwd`` against the project's own MLflow store, whatever another test left in os.environ."""
-    env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{cwd / 'mlflow.db'}")
-    return run_in(cmd, cwd, check=check, **env)
+    """Run in ``cwd`` against the project's own MLflow store, whatever another test left in os.environ,
+    with the packaged checkpoints on the path."""
+    return run_in(cmd, cwd, check=check, **{**experiment_env(cwd), **env})
 
 
 def digests(*folders: Path) -> dict[str, str]:
@@ -34,36 +36,12 @@ def digests(*folders: Path) -> dict[str, str]:
 
 
 STAGES = ("ingest", "tokenize", "train", "evaluate", "export", "register", "generate")
-FAST_METRICS = {"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1", "MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING": "1"}
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, tiny_distilbert, tiny_gpt2) -> Path:
-    tmp = tmp_path_factory.mktemp("dvc")
-    project = make_project_copy(tmp)
-    source = write_hub_layout(tmp / "imdb")
-    set_params(
-        project,
-        **{
-            "data.source": str(source),
-            "model.name": str(tiny_distilbert),
-            "tokenize.max_length": 64,
-            "train.max_steps": 8,
-            "train.eval_strategy": "steps",
-            "train.eval_steps": 4,
-            "train.logging_steps": 2,
-            "train.learning_rate": 1e-3,
-            "evaluate.bootstrap_samples": 200,
-            "registry.behaviour_min_pass": None,  # a tiny model of synthetic reviews knows no English
-            "generation.model": str(tiny_gpt2),
-            **TINY_GENERATION_PARAMS,
-        },
-    )
-    run(["git", "commit", "-qam", "tiny params"], project)
-    proc = run(["dvc", "repro"], project, **FAST_METRICS)
-    for stage in STAGES:
-        assert f"Running stage '{stage}'" in proc.stdout
-    return project
+def built(dvc_experiment) -> Path:
+    """The project one ``dvc exp run`` of every stage built (conftest's ``dvc_experiment``)."""
+    return dvc_experiment
 
 
 def test_repro_writes_every_stage_and_locks_them(built):
@@ -335,7 +313,7 @@ def test_each_writing_stage_killed_inside_its_swap_keeps_old_or_new_and_the_reru
 
     args, output, kill_at = KILLED_STAGES[stage]
     target = built / output
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{built / 'mlflow.db'}", **FAST_METRICS}
+    env = experiment_env(built)
     if not target.exists():
         run(["imdb-mlops", *args], built, **env)
     old = _layout(target)

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import make_project_copy, run, run_cli, save_tiny_distilbert, set_params, write_hub_layout
+from helpers import experiment_env, run, run_cli
 
-pytestmark = [pytest.mark.slow]
+# the project of test_dvc_pipeline.py (conftest's dvc_experiment), built once on the worker of group dvc
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="dvc")]
 MODEL = "imdb-sentiment"
 
 
@@ -44,76 +45,45 @@ def assert_no_machine_path(client, version, project: Path, machine_root: str) ->
     assert leaks == []
 
 
-def install_tiny_checkpoint_package(site: Path, tokenizer_dir: Path) -> str:
-    """A tiny classifier checkpoint shipped as an installed package (module, data folder, dist-info) in
-    ``site``, as the packaged MiniLM is, but seconds to train and export: its ``pkg:`` name."""
-    save_tiny_distilbert(site / "tiny_checkpoint_pkg" / "model", tokenizer_dir, classifier_labels=2)
-    (site / "tiny_checkpoint_pkg" / "__init__.py").write_text("")
-    info = site / "tiny_checkpoint_pkg-0.1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tiny-checkpoint-pkg\nVersion: 0.1.0\n")
-    return "pkg:tiny_checkpoint_pkg/model"
-
-
-def test_a_colleague_reproduces_the_champion_from_its_experiment(tmp_path, minilm_path):
+def test_a_colleague_reproduces_a_version_from_its_experiment(dvc_experiment):
+    """Version 1 was registered by ``dvc exp run --name tiny-exp``; other tests of the project may
+    have added versions since, so the version is named, not the champion alias."""
     from mlflow import MlflowClient
 
-    project = make_project_copy(tmp_path)
-    write_hub_layout(tmp_path / "imdb")
-    site = tmp_path / "site"  # on PYTHONPATH for every command below, as site-packages is
-    packaged = install_tiny_checkpoint_package(site, minilm_path)
-    set_params(  # as `exp-run --offline` writes them: a relative data path, the packaged checkpoint by name
-        project,
-        **{
-            "data.source": "../imdb",
-            "model.name": packaged,
-            "tokenize.max_length": 64,
-            "train.max_steps": 6,
-            "train.eval_strategy": "steps",
-            "train.eval_steps": 3,
-            "train.logging_steps": 2,
-            "train.learning_rate": 1e-3,
-            "evaluate.bootstrap_samples": 100,
-            "registry.behaviour_min_pass": None,  # six steps of training know little English
-            # what this test does not look at, kept short (as in the other tiny pipelines)
-            "tracking.system_metrics": False,
-            "export.latency_samples": 8,
-            "export.torch_bf16": False,
-        },
-    )
-    run(["git", "commit", "-qam", "tiny params"], project)
-    store = {"MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}", "PYTHONPATH": str(site)}
-    run(["dvc", "exp", "run", "--name", "tiny-exp", "register"], project, **store)
+    project = dvc_experiment
+    root = project.parent  # the imdb data, the packaged checkpoints and the colleague's clone live here
+    store = experiment_env(project)
     client = MlflowClient(tracking_uri=store["MLFLOW_TRACKING_URI"])
-    version = client.get_model_version_by_alias(MODEL, "champion")
+    version = client.get_model_version(MODEL, "1")
     run_tags = client.get_run(version.tags["training_run_id"]).data.tags
     assert run_tags["dvc.exp.name"] == "tiny-exp" and run_tags["dvc.exp.ref"].startswith("refs/exps/")
     assert run_tags["reproducible"] == "true", run_tags.get("git.dirty_code_files")
     assert version.tags["dvc.exp.name"] == "tiny-exp" and version.tags["reproducible"] == "true"
 
-    assert_no_machine_path(client, version, project, str(tmp_path.resolve()))
+    assert_no_machine_path(client, version, project, str(root.resolve()))
 
-    colleague = tmp_path / "colleague"
-    run(["git", "clone", "-q", str(project), str(colleague)], tmp_path)
-    missing = run_cli("reproduce", "champion", cwd=colleague, **store)
+    colleague = root / "colleague"
+    run(["git", "clone", "-q", str(project), str(colleague)], root)
+    missing = run_cli("reproduce", "1", cwd=colleague, **store)
     assert missing.returncode == 1
     assert "experiment 'tiny-exp'" in missing.stderr and "dvc exp pull <git remote> tiny-exp" in missing.stderr
     run(["dvc", "exp", "pull", "origin", "tiny-exp"], colleague, **store)
 
-    dry = run_cli("reproduce", "champion", "--dry", cwd=colleague, **store)
+    dry = run_cli("reproduce", "1", "--dry", cwd=colleague, **store)
     assert dry.returncode == 0 and "dvc repro --force --no-run-cache evaluate" in dry.stdout
-    run(["dvc", "remote", "add", "--local", "empty", str(tmp_path / "empty-remote")], colleague)
+    run(["dvc", "remote", "add", "--local", "empty", str(root / "empty-remote")], colleague)
     before = _tree_state(colleague)
-    no_data = run_cli("reproduce", "champion", "--dvc-remote", "empty", cwd=colleague, **store)
+    no_data = run_cli("reproduce", "1", "--dvc-remote", "empty", cwd=colleague, **store)
     assert no_data.returncode == 1
     assert "reproduce: `dvc pull` failed" in no_data.stderr and "does DVC remote 'empty' hold" in no_data.stderr
-    assert _tree_state(colleague) == before and list(tmp_path.glob(".colleague.reproduce-*")) == []
-    proc = run_cli("reproduce", "champion", cwd=colleague, **store)
+    assert _tree_state(colleague) == before and list(root.glob(".colleague.reproduce-*")) == []
+    versions = [v.version for v in client.search_model_versions(f"name='{MODEL}'")]
+    proc = run_cli("reproduce", "1", cwd=colleague, **store)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().endswith("identical")
     assert "models/classifier" in proc.stdout and "NO" not in proc.stdout  # same weights, same metrics
     assert _tree_state(colleague) == before  # nothing written into the colleague's checkout
-    assert list(tmp_path.glob(".colleague.reproduce-*")) == []  # the rebuild's clone is gone
-    assert [v.version for v in client.search_model_versions(f"name='{MODEL}'")] == [version.version]  # read only
+    assert list(root.glob(".colleague.reproduce-*")) == []  # the rebuild's clone is gone
+    assert [v.version for v in client.search_model_versions(f"name='{MODEL}'")] == versions  # read only
     recorded = json.loads(json.dumps(client.get_run(version.tags["training_run_id"]).data.metrics))
     assert recorded["test_accuracy"] > 0
