@@ -72,6 +72,9 @@ def test_a_four_trial_sweep_with_two_jobs_prunes_tracks_every_trial_and_applies_
     proc = run_cli("sweep", cwd=project, MLFLOW_TRACKING_URI=store)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "best trials by validation accuracy" in proc.stdout
+    # ingest and tokenize are the same for every trial: computed by the first, the run-cache's for the rest
+    logs = [p.read_text() for p in sorted((project / ".sweeps" / "imdb-sweep" / "logs").glob("*.log"))]
+    assert len(logs) == 4 and sum("Running stage 'tokenize'" in log for log in logs) == 1, logs
 
     import optuna
 

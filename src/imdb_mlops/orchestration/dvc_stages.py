@@ -58,6 +58,24 @@ def upstream(project_dir: Path) -> dict[str, set[str]]:
     return stage_graph(project_dir)[1]
 
 
+def stages_reached(project_dir: Path, keys: list[str], ancestors: dict[str, set[str]]) -> set[str]:
+    """The stages whose params (``dvc.yaml``, dotted keys of ``params.yaml``) cover one of ``keys``,
+    and every stage downstream of them (``ancestors``: :func:`stage_graph`'s): what changing those
+    params makes ``dvc repro`` run again."""
+    import yaml
+
+    stages = yaml.safe_load((project_dir / "dvc.yaml").read_text())["stages"]
+
+    def names(entries: list[Any]) -> list[str]:
+        return [n for e in entries for n in ([e] if isinstance(e, str) else [k for ks in e.values() for k in ks])]
+
+    def covers(param: str, key: str) -> bool:
+        return key == param or key.startswith(param + ".") or param.startswith(key + ".")
+
+    direct = {s for s, spec in stages.items() if any(covers(p, k) for p in names(spec.get("params", [])) for k in keys)}
+    return direct | {s for s, before in ancestors.items() if before & direct}
+
+
 def changed_stages(project_dir: Path) -> set[str]:
     """Stages DVC's status finds changed (in-process, one pass over the whole graph)."""
     from dvc.repo import Repo

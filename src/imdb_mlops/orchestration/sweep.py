@@ -27,6 +27,7 @@ from typing import Any
 from imdb_mlops.common.errors import ParamsError, PipelineError
 from imdb_mlops.config import SweepConfig
 from imdb_mlops.config.overrides import resolve_overrides, write_overrides
+from imdb_mlops.orchestration.dvc_stages import stage_graph, stages_reached
 from imdb_mlops.orchestration.experiments import exp_run_command
 from imdb_mlops.sweeps.storage import (
     HEARTBEAT_ATTR,
@@ -100,6 +101,22 @@ def check_space(cfg: SweepConfig, project_dir: Path, base: dict[str, Any]) -> No
                 raise ParamsError(f"sweep.space.{key}: {value!r} is not a valid value: {problem}") from None
 
 
+def first_varying_stage(project_dir: Path, target: str, keys: list[str]) -> tuple[list[str], str | None]:
+    """(the stages up to ``target`` that every trial computes alike, the first one the swept ``keys``
+    reach): parallel trials after the first wait until it has passed the shared ones, then take them
+    from DVC's run-cache instead of computing them again at the same time. ([], None) where none is shared."""
+    if not (project_dir / "dvc.yaml").is_file():
+        return [], None
+    order, ancestors = stage_graph(project_dir)
+    if target not in ancestors:
+        return [], None
+    path = [s for s in order if s in ancestors[target] | {target}]
+    reached = stages_reached(project_dir, keys, ancestors)
+    varying = next((s for s in path if s in reached), None)
+    shared = path[: path.index(varying)] if varying else []
+    return (shared, varying) if shared else ([], None)
+
+
 def experiment_name(study: str, number: int) -> str:
     return f"{study}-t{number:03d}"
 
@@ -145,6 +162,7 @@ class Sweep:
         self.stopping = threading.Event()
         self.on_trial: Callable[[TrialOutcome], None] = lambda outcome: None
         self._lock = threading.Lock()
+        self.first_log: Path | None = None  # the dvc output of this process's first trial
 
     def claim(self) -> tuple[Any, dict[str, Any]] | None:
         """The next trial and its values, or None when the study has its trials."""
@@ -178,6 +196,8 @@ class Sweep:
         command = exp_run_command({**self.base, **values}, name, temp=True, targets=(self.cfg.stage,))
         log_path = self.project_dir / SWEEPS_DIR / self.study_name / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            self.first_log = self.first_log or log_path
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
         self.on_line(f"trial {trial.number} started: {shown}")
         began = time.perf_counter()
@@ -223,19 +243,39 @@ class Sweep:
         except Exception as exc:  # raised again by run(), after the other jobs stop
             self.errors.append(exc)
 
+    def wait_for_shared_stages(self, first: threading.Thread) -> None:
+        """Until the first trial starts its first varying stage (or ends): the stages before it are the
+        same for every trial, and the other jobs then take them from DVC's run-cache."""
+        shared, varying = first_varying_stage(self.project_dir, self.cfg.stage, list(self.cfg.space))
+        if varying is None:
+            return
+        self.on_line(
+            f"the other jobs start once the first trial has run {', '.join(shared)} (the same for every trial)"
+        )
+        marks = (f"Running stage '{varying}'", f"Stage '{varying}'")
+        while first.is_alive() and not self.outcomes and not self.errors:
+            log = self.first_log
+            if log is not None and log.exists() and any(m in log.read_text(errors="replace") for m in marks):
+                return
+            time.sleep(0.5)
+
     def run(self, jobs: int, on_trial: Callable[[TrialOutcome], None] = lambda outcome: None) -> list[TrialOutcome]:
         """Run trials on ``jobs`` threads until the study is full; ``on_trial`` sees each outcome."""
         self.on_trial = on_trial
         threads = [threading.Thread(target=self.worker, name=f"sweep-job-{k}") for k in range(jobs)]
-        for thread in threads:
-            thread.start()
         try:
+            threads[0].start()
+            if jobs > 1:
+                self.wait_for_shared_stages(threads[0])
+            for thread in threads[1:]:
+                thread.start()
             for thread in threads:
                 thread.join()
         except KeyboardInterrupt:  # Ctrl-C reached the trials' dvc too: claim no more, let them end
             self.stopping.set()
             for thread in threads:
-                thread.join()
+                if thread.ident is not None:
+                    thread.join()
             raise
         if self.errors:
             raise self.errors[0]

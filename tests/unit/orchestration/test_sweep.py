@@ -11,7 +11,7 @@ import pytest
 from helpers import REPO_ROOT
 from imdb_mlops.common.errors import ParamsError
 from imdb_mlops.config import SearchDimension, SweepConfig
-from imdb_mlops.orchestration.sweep import Sweep, check_space, make_study, suggest
+from imdb_mlops.orchestration.sweep import Sweep, check_space, first_varying_stage, make_study, suggest
 
 
 def git_repo(folder: Path) -> Path:
@@ -71,3 +71,23 @@ def test_a_bound_that_is_not_a_valid_value_of_its_param_is_refused_before_any_tr
     with pytest.raises(ParamsError, match=r"sweep.space.train.learning_rate: 1.5 is not a valid value: must be < 1"):
         check_space(cfg, project, {})
     check_space(SweepConfig(space=SPACE), project, {})
+
+
+@pytest.mark.parametrize(
+    ("keys", "target", "expected"),
+    [
+        (["train.learning_rate"], "evaluate", (["ingest", "tokenize"], "train")),
+        (["train.learning_rate", "train.epochs"], "train", (["ingest", "tokenize"], "train")),
+        (["tokenize.max_length"], "train", (["ingest"], "tokenize")),
+        (["model.name"], "evaluate", (["ingest"], "tokenize")),  # tokenize reads model.name too
+        (["data.max_samples.train"], "evaluate", ([], None)),  # ingest varies: nothing is shared
+        (["seed"], "train", ([], None)),
+        (["generation.decoding.temperature"], "evaluate", ([], None)),  # reaches no stage up to evaluate
+    ],
+)
+def test_parallel_trials_wait_only_for_the_stages_no_swept_param_reaches(keys, target, expected):
+    assert first_varying_stage(REPO_ROOT, target, keys) == expected
+
+
+def test_without_a_dvc_pipeline_nothing_is_waited_for(tmp_path):
+    assert first_varying_stage(git_repo(tmp_path), "train", ["train.learning_rate"]) == ([], None)
