@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import yaml
+from imdb_mlops.common.dvc_yaml import read_stages
 
 MANIFEST = ".imdb-mlops-outputs.json"
 OUTPUT_KEYS = ("outs", "metrics", "plots")
@@ -73,14 +73,10 @@ def _paths(entries: object) -> Iterator[str]:
 def declared_outputs(owner: str, project: Path = Path(".")) -> set[Path]:
     """Resolved paths that ``dvc.yaml`` in ``project`` declares as outputs of stages running
     ``imdb-mlops <owner>``."""
-    try:
-        stages = (yaml.safe_load((project / "dvc.yaml").read_text(encoding="utf-8")) or {}).get("stages") or {}
-    except (OSError, yaml.YAMLError, AttributeError):
-        return set()
     runs = re.compile(rf"\bimdb-mlops\s+{re.escape(owner)}(\s|$)")
     found: set[Path] = set()
-    for stage in stages.values() if isinstance(stages, dict) else []:
-        if not isinstance(stage, dict) or not runs.search(str(stage.get("cmd", ""))):
+    for stage in read_stages(project).values():
+        if not runs.search(str(stage.get("cmd", ""))):
             continue
         for key in OUTPUT_KEYS:
             found.update((project / path).resolve() for path in _paths(stage.get(key)))

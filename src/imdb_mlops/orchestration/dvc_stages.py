@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from imdb_mlops.common.dvc_yaml import read_stages
 from imdb_mlops.common.errors import ParamsError, PipelineError
 from imdb_mlops.common.files import read_json
 from imdb_mlops.config import Params
@@ -62,9 +63,7 @@ def stages_reached(project_dir: Path, keys: list[str], ancestors: dict[str, set[
     """The stages whose params (``dvc.yaml``, dotted keys of ``params.yaml``) cover one of ``keys``,
     and every stage downstream of them (``ancestors``: :func:`stage_graph`'s): what changing those
     params makes ``dvc repro`` run again."""
-    import yaml
-
-    stages = yaml.safe_load((project_dir / "dvc.yaml").read_text())["stages"]
+    stages = read_stages(project_dir)
 
     def names(entries: list[Any]) -> list[str]:
         return [n for e in entries for n in ([e] if isinstance(e, str) else [k for ks in e.values() for k in ks])]

@@ -21,6 +21,7 @@ from typing import Any
 import requests
 import yaml
 
+from imdb_mlops.common.dvc_yaml import read_stages
 from imdb_mlops.common.errors import PipelineError
 from imdb_mlops.common.hub import PACKAGE_PREFIX, local_path
 from imdb_mlops.config import TrackingConfig
@@ -150,12 +151,8 @@ PARAMS_FILES = ("params.yaml", "dvc.lock")  # recorded in full with each run: ch
 
 def stage_output_paths(project_dir: Path = Path(".")) -> list[str]:
     """Every ``outs`` / ``metrics`` / ``plots`` path of ``dvc.yaml``: what the stages write."""
-    try:
-        stages = (yaml.safe_load((project_dir / "dvc.yaml").read_text(encoding="utf-8")) or {}).get("stages") or {}
-    except (OSError, yaml.YAMLError):
-        return []
     paths = []
-    for stage in stages.values():
+    for stage in read_stages(project_dir).values():
         for kind in ("outs", "metrics", "plots"):
             for entry in stage.get(kind) or []:
                 paths.extend([entry] if isinstance(entry, str) else list(entry) if isinstance(entry, dict) else [])
