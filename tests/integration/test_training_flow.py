@@ -1,6 +1,6 @@
 """The Prefect training flow (pipelines/training_flow.py) against a real Prefect API, on a fresh
 git + DVC copy of the repository with a tiny DistilBERT: full run, no-op run, retry, failure,
-overrides, bad input, and a deployment run by a real `prefect server` and process worker."""
+overrides, bad input, and a deployment run on the session's Prefect server by a real process worker."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import yaml
 from helpers import REPO_ROOT, cli_env, run
 from imdb_mlops.common.errors import ParamsError
 from imdb_mlops.orchestration.dvc_stages import needs_dvc, stage_error, stage_order, upstream
-from servers import free_port, start_mlflow_server, stop_server, wait_for
+from servers import free_port, start_mlflow_server, stop_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="flow")]
 STAGES = ["ingest", "tokenize", "train", "evaluate", "export", "generate", "register"]
@@ -251,28 +251,23 @@ def test_stage_error_is_the_stages_own_line():
 
 
 def test_deployment_runs_on_a_real_server_and_process_worker(flow_project, tmp_path):
+    """Deployed with its weekly cron to the session's Prefect server (a real one on loopback, started
+    by the test harness) and run there by a real process worker."""
+    from prefect.settings import PREFECT_API_URL
+
     project, _ = flow_project
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
+    api = PREFECT_API_URL.value()
     env = cli_env(
         PREFECT_API_URL=api,
         PREFECT_HOME=str(tmp_path / "prefect-home"),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_WORKER_QUERY_SECONDS="1",
         DO_NOT_TRACK="1",
     )
     env.pop("MLFLOW_TRACKING_URI", None)
     prefect = str(Path(sys.executable).parent / "prefect")
-    server = subprocess.Popen(
-        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
     worker = None
     try:
-        wait_for(f"{api}/health", server, timeout_s=120)
         run(
             [prefect, "work-pool", "create", "test-pool", "--type", "process"],
             tmp_path,
@@ -305,14 +300,13 @@ def test_deployment_runs_on_a_real_server_and_process_worker(flow_project, tmp_p
             state = requests.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()["state"]["type"]
             if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
                 break
-            time.sleep(2)
+            time.sleep(0.5)
         assert state == "COMPLETED", state
         deployment = requests.get(f"{api}/deployments/name/imdb-training/weekly-training", timeout=10).json()
         assert deployment["schedules"][0]["schedule"]["cron"] == "0 3 * * 1"
     finally:
-        for process in (worker, server):
-            if process is not None:
-                stop_server(process)
+        if worker is not None:
+            stop_server(worker)
 
 
 def test_prefect_yaml_declares_weekly_training_and_daily_scoring():
