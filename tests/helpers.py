@@ -116,6 +116,7 @@ def new_mlflow_store(folder: Path, name: str = "mlflow.db") -> str:
     artifacts in ``folder / "mlruns/0"`` (as MLflow makes it for a process working in ``folder``).
     MLflow makes a store by running every schema migration, 2.5 s here; tests that each need a fresh
     one get a copy of a store MLflow made once in this process (the same tables and rows)."""
+    import atexit
     import sqlite3
     import tempfile
     import time
@@ -124,6 +125,7 @@ def new_mlflow_store(folder: Path, name: str = "mlflow.db") -> str:
 
     if not _EMPTY_STORE:
         made = Path(tempfile.mkdtemp(prefix="empty-mlflow-store-")) / "mlflow.db"
+        atexit.register(shutil.rmtree, made.parent, ignore_errors=True)  # left in /tmp by no test process
         MlflowClient(tracking_uri=f"sqlite:///{made}").search_experiments()  # MLflow creates the tables
         _EMPTY_STORE.append(made)
     db = folder / name

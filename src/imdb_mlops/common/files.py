@@ -179,6 +179,20 @@ def atomic_outputs(*targets: Path, owner: str) -> Iterator[list[Path]]:
             shutil.rmtree(holder, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def scratch_folder(target: Path) -> Iterator[Path]:
+    """A work folder for the intermediate files of ``target``'s stage, beside it (the output's file
+    system, not ``/tmp``), removed afterwards. One that a killed run left is deleted by the next
+    run's :func:`recover`, as its temporaries are."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    recover(target)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def claim_folder(target: Path, owner: str) -> bool:
     """Make ``target`` a folder of ``owner`` that is filled part by part (each part written
     atomically by its writer): a missing or empty folder gets the owner's marker, a folder with

@@ -14,7 +14,6 @@ none passes the stage fails.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from imdb_mlops.common.errors import PipelineError
-from imdb_mlops.common.files import atomic_outputs, refuse_foreign_targets, write_json
+from imdb_mlops.common.files import atomic_outputs, refuse_foreign_targets, scratch_folder, write_json
 from imdb_mlops.common.labels import LABELS
 from imdb_mlops.common.numbers import numeric_metrics
 from imdb_mlops.config import ExportConfig, Params
@@ -67,8 +66,9 @@ def export(
     sample = validation.select(range(min(cfg.gate_samples, len(validation))))
     ids, labels = sample["input_ids"], np.asarray(sample["label"])
 
-    with tempfile.TemporaryDirectory(prefix="onnx-export-") as tmp:
-        work = Path(tmp)
+    # the raw, fused and quantized graphs: a real classifier's are hundreds of MB, and a killed
+    # export's are deleted by the next run
+    with scratch_folder(out_dir) as work:
         # Eager attention exports as plain MatMul/Softmax, which the ORT optimizer fuses; SDPA does not.
         model, tokenizer = load_trained_classifier(model_dir, attn_implementation="eager")
         pad_id = int(tokenizer.pad_token_id or 0)

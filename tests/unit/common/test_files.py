@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from imdb_mlops.common.errors import PipelineError
-from imdb_mlops.common.files import MARKER, atomic_outputs, recover
+from imdb_mlops.common.files import MARKER, atomic_outputs, recover, scratch_folder
 from imdb_mlops.common.output_owners import MANIFEST
 
 
@@ -203,3 +203,30 @@ def test_leftovers_of_a_live_process_are_not_touched(tmp_path):
     gone.mkdir()
     recover(tmp_path / "out")
     assert mine.exists() and not gone.exists()
+
+
+SCRATCH_KILLER = textwrap.dedent(
+    """
+    import os, signal
+    from pathlib import Path
+    from imdb_mlops.common.files import scratch_folder
+
+    with scratch_folder(Path({target!r})) as work:
+        (work / "model.raw.onnx").write_bytes(bytes(1 << 20))
+        os.kill(os.getpid(), signal.SIGKILL)  # killed mid-stage: no cleanup runs
+    """
+)
+
+
+def test_a_scratch_folder_lies_beside_its_output_and_a_killed_runs_is_deleted_by_the_next_run(tmp_path):
+    target = tmp_path / "models" / "onnx"
+    with scratch_folder(target) as work:
+        assert work.parent == target.parent and work.name.startswith(f".onnx.{os.getpid()}.")
+        (work / "model.fp32.onnx").write_text("graph")
+    assert list(target.parent.iterdir()) == []  # removed after use
+    proc = subprocess.run([sys.executable, "-c", SCRATCH_KILLER.format(target=str(target))], capture_output=True)
+    assert proc.returncode == -9, proc.stderr
+    [left] = target.parent.iterdir()  # the killed run's megabyte, beside the output and not in /tmp
+    assert (left / "model.raw.onnx").stat().st_size == 1 << 20
+    with scratch_folder(target) as work:
+        assert [p.name for p in target.parent.iterdir()] == [work.name]  # the next run deleted it
