@@ -20,7 +20,7 @@ import yaml
 from helpers import REPO_ROOT, cli_env, run
 from imdb_mlops.common.errors import ParamsError
 from imdb_mlops.orchestration.dvc_stages import needs_dvc, stage_error, stage_order, upstream
-from servers import free_port, start_mlflow_server, stop_server
+from servers import free_port, server_output, start_logged_server, start_mlflow_server, stop_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="flow")]
 STAGES = ["ingest", "tokenize", "train", "evaluate", "export", "generate", "register"]
@@ -287,13 +287,12 @@ def test_deployment_runs_on_a_real_server_and_process_worker(flow_project, tmp_p
         )
         assert created.returncode == 0, created.stderr
         flow_run_id = created.stdout.strip().splitlines()[-1]
-        worker = subprocess.Popen(
+        # the flow run's output goes to the worker's: a log file, never a pipe nobody reads
+        worker = start_logged_server(
             [prefect, "worker", "start", "--pool", "test-pool", "--type", "process"],
-            cwd=project,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            project,
+            env,
+            tmp_path / "worker.log",
         )
         deadline, state = time.monotonic() + 300, None
         while time.monotonic() < deadline:
@@ -301,7 +300,7 @@ def test_deployment_runs_on_a_real_server_and_process_worker(flow_project, tmp_p
             if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
                 break
             time.sleep(0.5)
-        assert state == "COMPLETED", state
+        assert state == "COMPLETED", f"{state}: {server_output(worker)}"
         deployment = requests.get(f"{api}/deployments/name/imdb-training/weekly-training", timeout=10).json()
         assert deployment["schedules"][0]["schedule"]["cron"] == "0 3 * * 1"
     finally:
