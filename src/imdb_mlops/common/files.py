@@ -67,6 +67,12 @@ def _leftovers(target: Path) -> list[tuple[Path, int, bool]]:
     return found
 
 
+def temporary_beside(target: Path) -> Path:
+    """A new empty folder beside ``target``, named as :func:`recover` finds the temporaries of a
+    process that is gone (``.<name>.<pid>.<random>.tmp``)."""
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
+
+
 def recover(target: Path) -> None:
     """Finish what a killed run left around ``target``: put back the backup of a missing output,
     delete other backups and temporaries of processes that are gone."""
@@ -150,7 +156,7 @@ def atomic_outputs(*targets: Path, owner: str) -> Iterator[list[Path]]:
         for target in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
             recover(target)
-            holder = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
+            holder = temporary_beside(target)
             holders.append(holder)
             staged.append(holder / target.name)
         yield staged
@@ -186,7 +192,7 @@ def scratch_folder(target: Path) -> Iterator[Path]:
     run's :func:`recover`, as its temporaries are."""
     target.parent.mkdir(parents=True, exist_ok=True)
     recover(target)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
+    work = temporary_beside(target)
     try:
         yield work
     finally:

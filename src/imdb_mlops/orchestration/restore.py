@@ -17,11 +17,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from imdb_mlops.common.files import temporary_beside
 
 
 def stage_outputs(lock: dict[str, Any], stage: str) -> list[dict[str, Any]]:
@@ -79,7 +80,7 @@ def restore_stage_outputs(stage: str, root: Path) -> tuple[list[str], list[str]]
             continue
         cache = cache or cache_dir(root)
         target.parent.mkdir(parents=True, exist_ok=True)
-        holder = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
+        holder = temporary_beside(target)
         try:
             if _build(cache, md5, holder / target.name):
                 os.replace(holder / target.name, target)
