@@ -13,6 +13,9 @@ names the param and the file.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,33 +62,56 @@ def find_gguf(path: Path, name: str, choice: str | None) -> tuple[Path, str] | N
 
 
 def check_gguf(folder: Path, file: str, name: str) -> GgufCheckpoint:
-    """Read the header and tensor table of ``folder/file``: readable, complete, and of an
-    architecture that transformers loads as a causal LM."""
-    from gguf import GGUFReader
+    """Read the header and tensor table of ``folder/file`` (transformers' own reader, well under a
+    second; the tensor data is not touched): readable, complete, and of an architecture that
+    transformers loads as a causal LM."""
+    import struct
+
+    from transformers.integrations.gguf.reader import GgufHeader
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
     path = folder / file
     try:
-        reader = GGUFReader(path)
-        field = reader.fields["general.architecture"]
-        architecture = bytes(field.parts[field.data[0]]).decode("utf-8")
-        end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=0)
-    except KeyError:
-        raise PipelineError(
-            f"{KEY}: '{name}' ({file}) has no general.architecture in its header; not a model GGUF"
-        ) from None
-    except (ValueError, OSError, IndexError, UnicodeDecodeError) as exc:
+        header = GgufHeader.from_file(str(path))
+    except ValueError as exc:
+        if "general.architecture" in str(exc):
+            raise PipelineError(
+                f"{KEY}: '{name}' ({file}) has no general.architecture in its header; not a model GGUF"
+            ) from None
         raise PipelineError(f"{KEY}: '{name}' ({file}) is not a readable GGUF file: {first_line(exc)}") from None
-    if end > path.stat().st_size:
+    except (struct.error, OSError, IndexError, KeyError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"{KEY}: '{name}' ({file}) is not a readable GGUF file: {first_line(exc)}") from None
+    end = header.data_start + max((t.offset + t.nbytes for t in header.tensors), default=0)
+    size = path.stat().st_size
+    if end > size:
         raise PipelineError(
-            f"{KEY}: '{name}' ({file}) is truncated: its tensors end at byte {end:,}, the file has {path.stat().st_size:,}"
+            f"{KEY}: '{name}' ({file}) is truncated: its tensors end at byte {end:,}, the file has {size:,}"
         )
+    architecture = header.architecture
     if architecture not in GGUF_SUPPORTED_ARCHITECTURES:
         raise PipelineError(
             f"{KEY}: '{name}' ({file}) is a GGUF of architecture '{architecture}', which transformers cannot load "
             f"(it loads: {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))})"
         )
     return GgufCheckpoint(folder, file, architecture)
+
+
+@contextlib.contextmanager
+def _parsed_once() -> Iterator[None]:
+    """While transformers loads one GGUF file: its config, tokenizer and weights each parse the
+    whole file again with ``gguf.GGUFReader`` (several seconds apiece for SmolLM2's 49,152-token
+    vocabulary), and mapping the tensor names rebuilds ``gguf.get_tensor_name_map`` once per
+    submodule (about 400 times). Both are pure functions of their arguments, so they are memoized
+    for the load and restored after it (``benchmarks/gguf_load.py``)."""
+    import gguf
+
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    gguf.GGUFReader = functools.lru_cache(maxsize=1)(reader)
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=4)(name_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
 
 
 def load_gguf(checkpoint: GgufCheckpoint, name: str) -> tuple[object, object]:
@@ -100,10 +126,11 @@ def load_gguf(checkpoint: GgufCheckpoint, name: str) -> tuple[object, object]:
     # leaves the weights quantized.
     dequantized = GgufConfig(gguf_file=file, dequantize=True)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file, trust_remote_code=False)
-        model = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=file, dtype=torch.float32, quantization_config=dequantized, trust_remote_code=False
-        )
+        with _parsed_once():
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, gguf_file=file, dtype=torch.float32, quantization_config=dequantized, trust_remote_code=False
+            )
     except (OSError, ValueError, KeyError, RuntimeError, NotImplementedError, TypeError) as exc:
         raise PipelineError(f"{KEY}: '{name}' ({file}) cannot be loaded as a causal LM: {first_line(exc)}") from None
     return model, tokenizer

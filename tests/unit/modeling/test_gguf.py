@@ -64,6 +64,12 @@ def test_corrupt_truncated_and_foreign_gguf_files_are_one_line_errors(tiny_gguf,
     corrupt.write_bytes(b"GGUF" + bytes(range(256)) * 4)
     with pytest.raises(PipelineError, match=r"^generation.model: 'c' \(corrupt.gguf\) is not a readable GGUF file: "):
         check_gguf(tmp_path, "corrupt.gguf", "c")
+    import struct
+
+    headless = tmp_path / "headless.gguf"
+    headless.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 0))  # version 3, no tensors, no metadata
+    with pytest.raises(PipelineError, match=r"^generation.model: 'h' \(headless.gguf\) has no general.architecture"):
+        check_gguf(tmp_path, "headless.gguf", "h")
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(tiny_gguf.read_bytes()[: tiny_gguf.stat().st_size - 1000])
     with pytest.raises(PipelineError) as error:
@@ -108,3 +114,23 @@ def test_the_packaged_smollm2_loads_through_the_same_path():
     embeddings = model.get_input_embeddings().weight
     positive, negative = (tokenizer.convert_tokens_to_ids(c) for c in ("<|positive|>", "<|negative|>"))
     assert not torch.allclose(embeddings[positive], embeddings[negative])
+
+
+def test_the_file_is_parsed_once_per_load_and_the_gguf_package_is_left_as_it_was(tiny_gguf, monkeypatch):
+    import gguf
+
+    parsed = []
+    reader = gguf.GGUFReader
+
+    def counting_reader(path, *args, **kwargs):
+        parsed.append(str(path))
+        return reader(path, *args, **kwargs)
+
+    monkeypatch.setattr(gguf, "GGUFReader", counting_reader)
+    name_map = gguf.get_tensor_name_map
+    params = params_for(str(tiny_gguf), **{"generation.code_words": {}})
+    model, tokenizer = load_generator(params.generation, params.hub, params.seed, [])
+    # config, tokenizer and weights each ask transformers' legacy GGUF path to read the whole file
+    assert parsed == [str(tiny_gguf)]
+    assert gguf.GGUFReader is counting_reader and gguf.get_tensor_name_map is name_map
+    assert type(model).__name__ == "LlamaForCausalLM" and tokenizer.eos_token is not None
