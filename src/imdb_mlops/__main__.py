@@ -1,3 +1,3 @@
-from imdb_mlops.cli import app
+from imdb_mlops.cli import main
 
-app()
+main()

@@ -10,6 +10,7 @@ non-zero; they never print a traceback.
 
 from imdb_mlops.cli import experiments, models, registry, stages, webhooks  # noqa: F401 - they add their commands
 from imdb_mlops.cli.app import app
+from imdb_mlops.common.exiting import exit_without_teardown
 from imdb_mlops.common.processes import die_with_parent
 
 die_with_parent()  # worker processes a command forks (datasets.map) die with it, even on kill -9
@@ -17,5 +18,11 @@ die_with_parent()  # worker processes a command forks (datasets.map) die with it
 __all__ = ["app", "main"]
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
+def main() -> None:
+    """The console script ``imdb-mlops`` and ``python -m imdb_mlops``: the command, then the exit
+    without the interpreter's teardown (:mod:`imdb_mlops.common.exiting`)."""
+    try:
+        app()
+    except SystemExit as done:
+        exit_without_teardown(done.code)
+    exit_without_teardown(0)
