@@ -1,4 +1,7 @@
-"""Worker processes that die with the command that started them.
+"""Child processes: the tools they find, and workers that die with the command that started them.
+
+:func:`tools_first_env`: a command runs ``dvc`` (and DVC runs ``imdb-mlops``) from the environment
+the command itself runs in, whether or not that environment is activated.
 
 ``datasets.map(num_proc=N)`` forks worker processes; when the command is killed (``kill -9``, a
 Prefect timeout, an out-of-memory kill) they would live on as orphans holding gigabytes. After
@@ -12,8 +15,20 @@ import ctypes
 import os
 import signal
 import sys
+from collections.abc import Mapping
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
+
+
+def tools_first_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's environment) with the folder of this interpreter's scripts
+    (``.venv/bin``: its ``dvc``, ``imdb-mlops``) first on ``PATH``."""
+    env = dict(os.environ if env is None else env)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
 _registered = False
 
 

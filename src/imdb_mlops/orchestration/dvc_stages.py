@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 from imdb_mlops.common.dvc_yaml import read_stages
 from imdb_mlops.common.errors import ParamsError, PipelineError
 from imdb_mlops.common.files import read_json
+from imdb_mlops.common.processes import tools_first_env
 from imdb_mlops.config import Params
 
 SKIPPED = "didn't change, skipping"
@@ -112,8 +112,7 @@ def stage_settings(params: Params, stage: str) -> dict[str, Any]:
 def run_stage(stage: str, project_dir: Path, log: Callable[[str], None] = print) -> StageResult:
     """``dvc repro --single-item <stage>``: runs the stage only if DVC finds it changed, updates
     ``dvc.lock``; streams its output to ``log``; StageFailed with the stage's error on failure."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # the project's imdb-mlops
+    env = tools_first_env()  # the project's dvc and imdb-mlops
     env.setdefault("DVC_NO_ANALYTICS", "1")
     began = time.monotonic()
     process = subprocess.Popen(

@@ -22,13 +22,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from imdb_mlops.common.errors import PipelineError, first_line
+from imdb_mlops.common.processes import tools_first_env
 from imdb_mlops.registry.tracking import dvc_lock_hashes
 from imdb_mlops.registry.versions import get_version
 
@@ -167,8 +167,9 @@ def reproduce(
     workdir = workdir_for(repo, p.version)
     if workdir.exists():
         raise PipelineError(f"reproduce: {workdir} exists; remove it (a reproduction left by process {os.getpid()}?)")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}", "DVC_NO_ANALYTICS": "1"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env = tools_first_env(
+        {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}", "DVC_NO_ANALYTICS": "1"}
+    )
     try:
         for step in commands(p, repo, workdir, dvc_remote):
             if step[0] == "dvc" and step[1] == "pull":

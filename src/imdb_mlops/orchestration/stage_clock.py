@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from imdb_mlops.common.processes import tools_first_env
+
 _RUNNING = re.compile(rb"Running stage '([^']+)'")
 # unchanged ("didn't change"), or restored from the run-cache ("is cached - skipping run")
 _SKIPPED = re.compile(rb"'([^']+)' (?:didn't change, skipping|is cached - skipping run)")
@@ -53,11 +55,11 @@ class StageClock:
 
 
 def run_timed(command: list[str], clock: StageClock | None = None) -> tuple[int, StageClock, float]:
-    """Run ``command``, its output passed through unchanged, and time its stages; (exit code, clock,
-    whole seconds)."""
+    """Run ``command`` (found first among this environment's scripts: :func:`tools_first_env`), its
+    output passed through unchanged, and time its stages; (exit code, clock, whole seconds)."""
     clock = clock or StageClock()
     began = time.perf_counter()
-    with subprocess.Popen(command, stdout=subprocess.PIPE) as process:
+    with subprocess.Popen(command, stdout=subprocess.PIPE, env=tools_first_env()) as process:
         assert process.stdout is not None
         out = sys.stdout.buffer
         while chunk := os.read(process.stdout.fileno(), 4096):

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from imdb_mlops.common.errors import ParamsError, PipelineError
+from imdb_mlops.common.processes import tools_first_env
 from imdb_mlops.config import SweepConfig
 from imdb_mlops.config.overrides import resolve_overrides, write_overrides
 from imdb_mlops.orchestration.dvc_stages import stage_graph, stages_reached
@@ -203,7 +204,11 @@ class Sweep:
         began = time.perf_counter()
         with Heartbeat(trial, self.cfg.heartbeat_s), log_path.open("wb") as log:
             code = subprocess.call(
-                command, cwd=self.project_dir, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **link.to_env()}
+                command,
+                cwd=self.project_dir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=tools_first_env({**os.environ, **link.to_env()}),
             )
         outcome.seconds = round(time.perf_counter() - began, 1)
         ref = experiment_ref(self.baseline, name)

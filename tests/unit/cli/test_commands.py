@@ -246,6 +246,15 @@ def test_exp_run_rejects_bad_overrides_before_running_dvc(tmp_path, args, text):
     assert text in proc.stderr and "dvc exp run" not in proc.stderr
 
 
+def test_exp_run_finds_dvc_in_its_own_environment_when_it_is_not_activated(tmp_path):
+    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(REPO_ROOT / "profiles", tmp_path / "profiles")
+    proc = run_cli("exp-run", cwd=tmp_path, PATH="/usr/bin:/bin")  # `.venv/bin/imdb-mlops exp-run`, no venv on PATH
+    assert "Traceback" not in proc.stderr and "FileNotFoundError" not in proc.stderr
+    # the venv's dvc ran, and refused this folder: no git, no DVC repository
+    assert proc.returncode != 0 and "not inside of a DVC repository" in proc.stdout + proc.stderr
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 2 MB tmpfs (needs root and a kernel that lets this process mount; skipped elsewhere)."""
