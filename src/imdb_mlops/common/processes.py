@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
+_registered = False
 
 
 def tools_first_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -27,9 +28,6 @@ def tools_first_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if env is None else env)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
-
-
-_registered = False
 
 
 def die_with_parent() -> None:
