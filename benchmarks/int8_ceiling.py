@@ -32,7 +32,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
-QUICK_KEEP_FP32 = ["head", "ffn_output.0", "ffn_output.1", "ffn_output.2", "ffn_input.1"]
+
+
+def quick_keep_fp32() -> list[str]:
+    """The quick profile's ``export.int8_keep_fp32`` (what its int8 variant ships with)."""
+    import yaml
+
+    return yaml.safe_load((REPO / "profiles" / "cpu-quick.yaml").read_text())["export"]["int8_keep_fp32"]
 
 
 def forward_seconds(model, batch: int, tokens: int, repeats: int = 5) -> float:
@@ -117,11 +123,15 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, required=True)
-    parser.add_argument("--keep-fp32", nargs="*", default=QUICK_KEEP_FP32)
+    parser.add_argument("--keep-fp32", nargs="*", default=None)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    args.keep_fp32 = quick_keep_fp32() if args.keep_fp32 is None else args.keep_fp32
+    unknown = [n for n in args.keep_fp32 if n != "head" and not n.startswith(("ffn_input.", "ffn_output."))]
+    if unknown:  # whole layers or attention kept in fp32 are not modelled here
+        raise SystemExit(f"--keep-fp32: {', '.join(unknown)}: only head, ffn_input.N and ffn_output.N are modelled")
     tags = capability_tags()
     print(f"CPU: {tags['cpu.model']} | flags: {tags['cpu.flags']} | threads: {torch.get_num_threads()}", flush=True)
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import pandas as pd
 
+from imdb_mlops.common.processes import tools_first_env
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_IMDB = REPO_ROOT.parent / "shared" / "imdb"
 
@@ -45,8 +47,7 @@ def write_hub_layout(root: Path, n_train: int = 200, n_test: int = 100) -> Path:
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env = tools_first_env()  # the venv's dvc and imdb-mlops, as the commands themselves run them
     env.update({"DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1", "HF_HUB_DISABLE_TELEMETRY": "1"})
     # an `mlflow server` otherwise starts MLflow's job runner: 7 huey consumers that took most of a
     # core while idle here; no test uses MLflow jobs (webhooks are delivered by the server's threads)
