@@ -171,3 +171,32 @@ def test_a_keep_entry_that_names_no_node_is_refused(exported, tmp_path):
     cfg = ExportConfig(int8_keep_fp32=["head", "ffn_output.7"])
     with pytest.raises(PipelineError, match=r"export.int8_keep_fp32: 'ffn_output.7' names no node"):
         build_variants(exported["model"], tmp_path, cfg, gpu=False)
+
+
+def test_smoothed_int8_is_calibrated_on_training_reviews_and_passes_the_gate(exported, tmp_path):
+    """export.int8_smoothing (the quick profile's recipe): every int8 product but the kept FFN output
+    reads its input through a smoothing Mul, the report says on how many training reviews the ranges
+    were taken, and the calibrated int8 model ships by the unchanged gate."""
+    tree = exported["params"].model_dump()
+    tree["export"].update(int8_smoothing=0.8, int8_calibration_samples=50, int8_keep_fp32=["head", "ffn_output.0"])
+    tree["export"]["int8_weight_bits"] = 7
+    tmp = exported["tmp"]
+    report = export(
+        validate_params(tree), exported["model_dir"], tmp / "tokenized", tmp_path / "onnx", tmp_path / "r.json"
+    )
+    assert report["int8_smoothing"] == 0.8 and report["int8_calibration_reviews"] == 50
+    assert "int8" in report["shipped"], report["variants"]["int8"]
+    graph = onnx.load(str(tmp_path / "onnx" / "model.int8.onnx")).graph
+    smoothed = {
+        n.name.removesuffix("_smoothing") for n in graph.node if n.op_type == "Mul" and n.name.endswith("_smoothing")
+    }
+    assert smoothed == {  # both layers' attention and FFN products, less the one kept in fp32
+        "Attention_0", "Attention_1", "/distilbert/transformer/layer.0/attention/out_lin/MatMul",
+        "/distilbert/transformer/layer.1/attention/out_lin/MatMul", "/distilbert/transformer/layer.0/ffn/lin1/MatMul",
+        "/distilbert/transformer/layer.1/ffn/lin1/MatMul", "/distilbert/transformer/layer.1/ffn/lin2/MatMul",
+    }  # fmt: skip
+
+
+def test_smoothing_without_training_reviews_is_refused(exported, tmp_path):
+    with pytest.raises(PipelineError, match="export.int8_smoothing: no calibration reviews"):
+        build_variants(exported["model"], tmp_path, ExportConfig(int8_smoothing=0.5), gpu=False)

@@ -207,6 +207,12 @@ class ExportConfig(_Section):
     # layer i's FFN MatMuls), or part of a node's name; benchmarks/int8_recipes.py measures which matter.
     int8_keep_fp32: list[str] = ["head", "ffn_output.0", "ffn_output.1"]
     int8_weight_bits: Literal["auto", 7, 8] = "auto"  # auto: 7 (reduce_range, no saturation) without VNNI
+    # SmoothQuant's migration strength alpha for int8 (0 < alpha < 1; null = off): each quantized
+    # MatMul's input channel j is divided by max|x_j|^alpha / max|W_j|^(1-alpha) and its weight row
+    # multiplied by it, moving activation outliers into the per-channel weight scales; the ranges come
+    # from int8_calibration_samples training reviews (modeling/int8_smoothing.py).
+    int8_smoothing: float | None = Field(None, gt=0, lt=1)
+    int8_calibration_samples: int = Field(256, ge=1)
     # Build the PyTorch variant with bf16 weights where bf16 is native (AMX / AVX-512 BF16 CPU, GPU).
     # A boolean, not auto/off: YAML reads a bare `off` as false.
     torch_bf16: bool = True

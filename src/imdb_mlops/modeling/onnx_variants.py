@@ -8,6 +8,8 @@ Variants (:func:`build_variants`):
 - ``int8``: ``onnxruntime.quantization.quantize_dynamic`` of the optimized graph, for CPU: int8
   weights (per output channel by default), activations quantized per batch at run time, with the
   nodes named by ``export.int8_keep_fp32`` (first / last encoder layer, classifier head) left fp32;
+  with ``export.int8_smoothing``, the quantized MatMuls' inputs smoothed first
+  (:mod:`imdb_mlops.modeling.int8_smoothing`, calibrated on training reviews);
 - ``fp16``: the optimized graph in half precision, only when exported on a GPU.
 
 Whether a variant ships is decided by :mod:`imdb_mlops.modeling.variant_gate`.
@@ -28,12 +30,18 @@ from imdb_mlops.modeling.capabilities import Capabilities, detect
 from imdb_mlops.modeling.runtimes import INPUT_NAMES, Runner, padded_batches
 
 
-def build_variants(model: Any, work: Path, cfg: ExportConfig, gpu: bool) -> dict[str, Path]:
-    """fp32 (optimized), int8 (dynamic quantization) and, on a GPU, fp16."""
+def build_variants(
+    model: Any, work: Path, cfg: ExportConfig, gpu: bool, calibration: tuple[list[list[int]], int] | None = None
+) -> dict[str, Path]:
+    """fp32 (optimized), int8 (dynamic quantization) and, on a GPU, fp16; ``calibration`` (token ids,
+    padding id) sets the smoothing of int8's inputs where ``export.int8_smoothing`` asks for it."""
     optimized, fp32 = export_fused(model, work, cfg.opset, gpu)
     int8 = work / "model.int8.onnx"
     try:
-        quantize_int8(fp32, int8, cfg.int8_keep_fp32, int8_reduce_range(cfg), cfg.int8_per_channel)
+        quantized_from = fp32
+        if cfg.int8_smoothing is not None:
+            quantized_from = smoothed_for_int8(model, fp32, work / "model.fp32.smoothed.onnx", cfg, calibration)
+        quantize_int8(quantized_from, int8, cfg.int8_keep_fp32, int8_reduce_range(cfg), cfg.int8_per_channel)
     except ValueError as exc:
         raise PipelineError(f"export.int8_keep_fp32: {exc}") from None
     variants = {"fp32": fp32, "int8": int8}
@@ -43,6 +51,28 @@ def build_variants(model: Any, work: Path, cfg: ExportConfig, gpu: bool) -> dict
         optimized.save_model_to_file(str(fp16))
         variants["fp16"] = fp16
     return variants
+
+
+def smoothed_for_int8(
+    model: Any, fp32: Path, out: Path, cfg: ExportConfig, calibration: tuple[list[list[int]], int] | None
+) -> Path:
+    """The fused graph with the inputs of the MatMuls int8 will quantize smoothed (``out``)."""
+    from imdb_mlops.modeling.int8_smoothing import activation_ranges, linear_for_node, smooth_graph
+
+    if not calibration or not calibration[0]:
+        raise PipelineError("export.int8_smoothing: no calibration reviews (the tokenized train split is empty)")
+    ids, pad_id = calibration
+    ranges = activation_ranges(model, ids, pad_id)
+    nodes = [  # the encoder's (the head has no calibrated ranges; dynamic int8 leaves its Gemm fp32)
+        name
+        for name, op_type in quantizable_matmuls(fp32, cfg.int8_keep_fp32, with_types=True)
+        if linear_for_node(name, op_type, set(ranges))
+    ]
+    try:
+        smooth_graph(fp32, out, nodes, ranges, cfg.int8_smoothing or 0.0)
+    except ValueError as exc:
+        raise PipelineError(f"export.int8_smoothing: {exc}") from None
+    return out
 
 
 def export_fused(model: Any, work: Path, opset: int, gpu: bool) -> tuple[Any, Path]:
@@ -110,13 +140,15 @@ def quantize_int8(
     )
 
 
-def quantizable_matmuls(fp32: Path, keep_fp32: list[str]) -> list[str]:
-    """Names of the fused graph's MatMul / Attention nodes int8 would quantize (all but ``keep_fp32``)."""
+def quantizable_matmuls(fp32: Path, keep_fp32: list[str], with_types: bool = False) -> list[Any]:
+    """Names of the fused graph's MatMul / Attention nodes int8 would quantize (all but ``keep_fp32``);
+    with ``with_types``, (name, op type) pairs."""
     import onnx
 
     nodes = onnx.load(str(fp32), load_external_data=False).graph.node
     kept = set(fp32_nodes([n.name for n in nodes], keep_fp32))
-    return [n.name for n in nodes if n.op_type in ("MatMul", "Attention") and n.name not in kept]
+    chosen = [n for n in nodes if n.op_type in ("MatMul", "Attention") and n.name not in kept]
+    return [(n.name, n.op_type) if with_types else n.name for n in chosen]
 
 
 def fp32_nodes(names: list[str], keep: list[str]) -> list[str]:

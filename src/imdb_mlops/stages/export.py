@@ -62,9 +62,14 @@ def export(
     caps = detect()
     gpu = onnx_gpu()
     provider = "CUDAExecutionProvider" if gpu else "CPUExecutionProvider"
-    validation = load_from_disk(str(tokenized_dir))["validation"]
-    sample = validation.select(range(min(cfg.gate_samples, len(validation))))
+    splits = load_from_disk(str(tokenized_dir))
+    sample = splits["validation"].select(range(min(cfg.gate_samples, len(splits["validation"]))))
     ids, labels = sample["input_ids"], np.asarray(sample["label"])
+    calibration_ids = (
+        splits["train"].select(range(min(cfg.int8_calibration_samples, len(splits["train"]))))["input_ids"]
+        if cfg.int8_smoothing is not None
+        else []
+    )
 
     # the raw, fused and quantized graphs: a real classifier's are hundreds of MB, and a killed
     # export's are deleted by the next run
@@ -74,13 +79,19 @@ def export(
         pad_id = int(tokenizer.pad_token_id or 0)
         console.print(f"Gate reference: PyTorch fp32 on {len(ids)} validation reviews")
         reference = predict_logits(torch_runner(model, "torch_fp32", "cpu"), ids, BATCH_SIZE, pad_id)
-        candidates = build_variants(model, work, cfg, gpu=gpu)
+        if calibration_ids:
+            console.print(
+                f"int8 smoothing (alpha {cfg.int8_smoothing}) calibrated on {len(calibration_ids)} training reviews"
+            )
+        candidates = build_variants(model, work, cfg, gpu=gpu, calibration=(calibration_ids, pad_id))
         report: dict[str, Any] = {
             "provider": provider,
             "gate_samples": len(ids),
             "gate_confidence": cfg.gate_confidence,
             "capabilities": capability_tags(caps),
             "int8_weight_bits": 7 if int8_reduce_range(cfg, caps) else 8,
+            "int8_smoothing": cfg.int8_smoothing,
+            "int8_calibration_reviews": len(calibration_ids),
             "variants": {},
         }
         shipped = []

