@@ -9,6 +9,10 @@ reviews, the fused fp32 ONNX graph, then each int8 recipe through the export sta
 (:func:`imdb_mlops.modeling.variant_gate.gate_figures`): accuracy change and its lower bound, the
 99th percentile of |probability difference|, texts/s at batch 32 (vs ONNX fp32 in the same run).
 
+Recipes with ``alpha`` smooth the quantized MatMuls' inputs first (SmoothQuant, as
+``export.int8_smoothing``: :func:`imdb_mlops.modeling.onnx_variants.smoothed_for_int8`, ranges from
+the first ``--calibration-n`` training reviews).
+
 Then the per-MatMul sensitivity of the 7-bit recipe: each quantizable MatMul quantized *alone* (the
 rest fp32) on the first ``--sensitivity-n`` reviews (256); its p99 says how much that MatMul moves the
 probabilities. The recipes ``reduce_range + keep top-k`` leave the k most sensitive ones in fp32.
@@ -33,6 +37,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_KEEP = ["head", "ffn_output.0", "ffn_output.1"]
+QUICK_BEFORE = ["head", "ffn_output.0", "ffn_output.1", "ffn_output.2", "ffn_input.1"]
+QUICK = ["head", "ffn_output.0"]
 
 
 def main() -> None:
@@ -41,6 +47,7 @@ def main() -> None:
     parser.add_argument("--tokenized", type=Path, default=REPO / "data/tokenized")
     parser.add_argument("--n", type=int, default=2500)
     parser.add_argument("--sensitivity-n", type=int, default=256, help="0: no sensitivity analysis")
+    parser.add_argument("--calibration-n", type=int, default=256, help="training reviews for smoothing's ranges")
     parser.add_argument("--recipes", nargs="*", default=None, help="only recipes whose names hold one of these")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -50,7 +57,7 @@ def main() -> None:
     from imdb_mlops.config import ExportConfig
     from imdb_mlops.modeling.capabilities import capability_tags
     from imdb_mlops.modeling.classifier import load_trained_classifier
-    from imdb_mlops.modeling.onnx_variants import export_fused, quantizable_matmuls, quantize_int8
+    from imdb_mlops.modeling.onnx_variants import export_fused, quantizable_matmuls, quantize_int8, smoothed_for_int8
     from imdb_mlops.modeling.runtimes import onnx_runner, predict_logits, torch_runner
     from imdb_mlops.modeling.variant_gate import GateRule, gate_failures, gate_figures, positive_probabilities
 
@@ -58,6 +65,7 @@ def main() -> None:
     print("CPU:", caps["cpu.model"], "| flags:", caps["cpu.flags"], flush=True)
     validation = load_from_disk(str(args.tokenized))["validation"]
     sample = validation.select(range(min(args.n, len(validation))))
+    calibration = load_from_disk(str(args.tokenized))["train"].select(range(args.calibration_n))["input_ids"]
     ids, labels = sample["input_ids"], np.asarray(sample["label"])
     model, tokenizer = load_trained_classifier(args.model_dir, attn_implementation="eager")
     pad = int(tokenizer.pad_token_id or 0)
@@ -85,18 +93,25 @@ def main() -> None:
         _, fp32 = export_fused(model, work, cfg.opset, gpu=False)
         results["recipes"]["onnx_fp32"] = measure(fp32)
         print("onnx fp32", results["recipes"]["onnx_fp32"], flush=True)
-        recipes = {
-            "8-bit weights, head fp32 (the recipe before)": (8, ["head"], False),
-            "7-bit weights (reduce_range), head fp32": (7, ["head"], False),
-            "8-bit u8 weights, head fp32": (8, ["head"], True),
-            "7-bit, head + FFN outputs of layers 0-1 fp32 (default)": (7, DEFAULT_KEEP, False),
-            "8-bit, head + FFN outputs of layers 0-1 fp32": (8, DEFAULT_KEEP, False),
+        recipes = {  # name: (weight bits, keep in fp32, u8 weights, smoothing alpha)
+            "8-bit weights, head fp32 (the recipe before)": (8, ["head"], False, None),
+            "7-bit weights (reduce_range), head fp32": (7, ["head"], False, None),
+            "8-bit u8 weights, head fp32": (8, ["head"], True, None),
+            "7-bit, head + FFN outputs of layers 0-1 fp32 (default)": (7, DEFAULT_KEEP, False, None),
+            "8-bit, head + FFN outputs of layers 0-1 fp32": (8, DEFAULT_KEEP, False, None),
+            "7-bit, head + 4 sensitive FFN MatMuls fp32 (quick profile before)": (7, QUICK_BEFORE, False, None),
+            "7-bit, smoothed (alpha 0.8), head fp32": (7, ["head"], False, 0.8),
+            "7-bit, smoothed (alpha 0.8), head + FFN output of layer 0 fp32 (quick profile)": (7, QUICK, False, 0.8),
+            "7-bit, smoothed (alpha 0.8), head + FFN outputs of layers 0-1 fp32": (7, DEFAULT_KEEP, False, 0.8),
         }
-        for name, (bits, keep, unsigned) in recipes.items():
+        for name, (bits, keep, unsigned, alpha) in recipes.items():
             if args.recipes and not any(word in name for word in args.recipes):
                 continue
-            path = work / "int8.onnx"
-            quantize_int8(fp32, path, keep, bits == 7, unsigned=unsigned)
+            path, source = work / "int8.onnx", fp32
+            if alpha is not None:
+                smoothing = ExportConfig(int8_smoothing=alpha, int8_keep_fp32=keep)
+                source = smoothed_for_int8(model, fp32, work / "smoothed.onnx", smoothing, (calibration, pad))
+            quantize_int8(source, path, keep, bits == 7, unsigned=unsigned)
             results["recipes"][name] = measure(path)
             print(name, results["recipes"][name], flush=True)
         if not args.sensitivity_n:
