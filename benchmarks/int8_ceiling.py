@@ -35,10 +35,10 @@ sys.path.insert(0, str(REPO / "src"))
 
 
 def quick_keep_fp32() -> list[str]:
-    """The quick profile's ``export.int8_keep_fp32`` (what its int8 variant ships with)."""
-    import yaml
+    """The quick profile's ``export.int8_keep_fp32`` on an AVX2-only CPU (what its int8 variant ships with)."""
+    from imdb_mlops.config.overrides import profile_overrides
 
-    return yaml.safe_load((REPO / "profiles" / "cpu-quick.yaml").read_text())["export"]["int8_keep_fp32"]
+    return profile_overrides(REPO, ["cpu-quick"], kind="cpu-avx2")["export.int8_keep_fp32"]
 
 
 def forward_seconds(model, batch: int, tokens: int, repeats: int = 5) -> float:

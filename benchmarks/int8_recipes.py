@@ -38,7 +38,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_KEEP = ["head", "ffn_output.0", "ffn_output.1"]
 QUICK_BEFORE = ["head", "ffn_output.0", "ffn_output.1", "ffn_output.2", "ffn_input.1"]
-QUICK = ["head", "ffn_output.0"]
 
 
 def main() -> None:
@@ -55,6 +54,7 @@ def main() -> None:
     from datasets import load_from_disk
 
     from imdb_mlops.config import ExportConfig
+    from imdb_mlops.config.overrides import profile_overrides
     from imdb_mlops.modeling.capabilities import capability_tags
     from imdb_mlops.modeling.classifier import load_trained_classifier
     from imdb_mlops.modeling.onnx_variants import export_fused, quantizable_matmuls, quantize_int8, smoothed_for_int8
@@ -93,6 +93,8 @@ def main() -> None:
         _, fp32 = export_fused(model, work, cfg.opset, gpu=False)
         results["recipes"]["onnx_fp32"] = measure(fp32)
         print("onnx fp32", results["recipes"]["onnx_fp32"], flush=True)
+        quick = profile_overrides(REPO, ["cpu-quick"], kind="cpu-avx2")  # what the quick run ships on AVX2
+        quick_keep, quick_alpha = quick["export.int8_keep_fp32"], quick["export.int8_smoothing"]
         recipes = {  # name: (weight bits, keep in fp32, u8 weights, smoothing alpha)
             "8-bit weights, head fp32 (the recipe before)": (8, ["head"], False, None),
             "7-bit weights (reduce_range), head fp32": (7, ["head"], False, None),
@@ -101,7 +103,12 @@ def main() -> None:
             "8-bit, head + FFN outputs of layers 0-1 fp32": (8, DEFAULT_KEEP, False, None),
             "7-bit, head + 4 sensitive FFN MatMuls fp32 (quick profile before)": (7, QUICK_BEFORE, False, None),
             "7-bit, smoothed (alpha 0.8), head fp32": (7, ["head"], False, 0.8),
-            "7-bit, smoothed (alpha 0.8), head + FFN output of layer 0 fp32 (quick profile)": (7, QUICK, False, 0.8),
+            f"7-bit, smoothed (alpha {quick_alpha}), {' + '.join(quick_keep)} fp32 (quick profile)": (
+                7,
+                quick_keep,
+                False,
+                quick_alpha,
+            ),
             "7-bit, smoothed (alpha 0.8), head + FFN outputs of layers 0-1 fp32": (7, DEFAULT_KEEP, False, 0.8),
         }
         for name, (bits, keep, unsigned, alpha) in recipes.items():

@@ -63,12 +63,12 @@ def activation_ranges(model: Any, ids: list[list[int]], pad_id: int, batch_size:
     return {name: peak.float().numpy() for name, peak in ranges.items()}
 
 
-def linear_for_node(node_name: str, op_type: str, linear_names: set[str]) -> str | None:
+def linear_for_node(node_name: str, linear_names: set[str]) -> str | None:
     """The encoder linear layer whose input a fused-graph node multiplies: a MatMul is named after its
     module (``/bert/encoder/layer.0/output/dense/MatMul``); fused ``Attention_<i>`` packs layer i's
     query, key and value projections, which share the query's input."""
-    if op_type == "Attention":
-        layer = node_name.rsplit("_", 1)[-1]
+    if attention := re.fullmatch(r"Attention_(\d+)", node_name):
+        layer = attention.group(1)
         for suffix in ("attention.self.query", "attention.q_lin"):  # BERT, DistilBERT
             match = [n for n in linear_names if n.endswith(f".layer.{layer}.{suffix}")]
             if len(match) == 1:
@@ -91,10 +91,10 @@ def smooth_graph(src: Path, dst: Path, nodes: list[str], ranges: dict[str, np.nd
     for node in graph.node:
         for name in node.input:
             uses[name] = uses.get(name, 0) + 1
-    wanted, nodes_out, done = set(nodes), [], []
+    wanted, calibrated, nodes_out, done = set(nodes), set(ranges), [], []
     for node in graph.node:
         if node.name in wanted:
-            linear = linear_for_node(node.name, node.op_type, set(ranges))
+            linear = linear_for_node(node.name, calibrated)
             if linear is None or node.input[1] not in weights or uses[node.input[1]] != 1:
                 raise ValueError(f"node {node.name}: no calibrated linear layer or an unshared weight to smooth")
             weight = numpy_helper.to_array(weights[node.input[1]]).astype(np.float64)

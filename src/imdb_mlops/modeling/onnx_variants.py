@@ -63,11 +63,9 @@ def smoothed_for_int8(
         raise PipelineError("export.int8_smoothing: no calibration reviews (the tokenized train split is empty)")
     ids, pad_id = calibration
     ranges = activation_ranges(model, ids, pad_id)
-    nodes = [  # the encoder's (the head has no calibrated ranges; dynamic int8 leaves its Gemm fp32)
-        name
-        for name, op_type in quantizable_matmuls(fp32, cfg.int8_keep_fp32, with_types=True)
-        if linear_for_node(name, op_type, set(ranges))
-    ]
+    calibrated = set(ranges)
+    # the encoder's (the head has no calibrated ranges; dynamic int8 leaves its Gemm fp32)
+    nodes = [name for name in quantizable_matmuls(fp32, cfg.int8_keep_fp32) if linear_for_node(name, calibrated)]
     try:
         smooth_graph(fp32, out, nodes, ranges, cfg.int8_smoothing or 0.0)
     except ValueError as exc:
@@ -140,15 +138,13 @@ def quantize_int8(
     )
 
 
-def quantizable_matmuls(fp32: Path, keep_fp32: list[str], with_types: bool = False) -> list[Any]:
-    """Names of the fused graph's MatMul / Attention nodes int8 would quantize (all but ``keep_fp32``);
-    with ``with_types``, (name, op type) pairs."""
+def quantizable_matmuls(fp32: Path, keep_fp32: list[str]) -> list[str]:
+    """Names of the fused graph's MatMul / Attention nodes int8 would quantize (all but ``keep_fp32``)."""
     import onnx
 
     nodes = onnx.load(str(fp32), load_external_data=False).graph.node
     kept = set(fp32_nodes([n.name for n in nodes], keep_fp32))
-    chosen = [n for n in nodes if n.op_type in ("MatMul", "Attention") and n.name not in kept]
-    return [(n.name, n.op_type) if with_types else n.name for n in chosen]
+    return [n.name for n in nodes if n.op_type in ("MatMul", "Attention") and n.name not in kept]
 
 
 def fp32_nodes(names: list[str], keep: list[str]) -> list[str]:
